@@ -1,0 +1,129 @@
+"""The bundle: one directory that is whole or absent.
+
+``spec.yaml``, ``state.json`` (fitted preprocessing), ``model.keras``, ``metrics.json``,
+``history.json`` and ``MANIFEST.json`` (sha256 of each file, plait and Keras versions).
+Written under a temporary name beside the target and renamed into place. Loaded with
+Keras's ``safe_mode=True``; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from plait.errors import BundleError, PlaitError
+
+FILES = ("spec.yaml", "state.json", "model.keras", "metrics.json", "history.json")
+FORMAT = 1
+
+
+def save(model: Any, path: Path) -> Path:
+    import keras
+
+    import plait
+
+    if path.exists() and not (path / "MANIFEST.json").exists() and any(path.iterdir()):
+        raise BundleError(f"{path}: exists and is not a plait bundle; refusing to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.parent / f".{path.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        (partial / "spec.yaml").write_text(model.spec.to_yaml(), encoding="utf-8")
+        state = {"format": FORMAT, "states": model.states_, "data": model.data_report_}
+        _write_json(partial / "state.json", state)
+        model.keras_model_.save(partial / "model.keras")
+        _write_json(partial / "metrics.json", model.metrics_)
+        _write_json(partial / "history.json", model.history_)
+        manifest = {
+            "format": FORMAT,
+            "plait": plait.__version__,
+            "keras": keras.__version__,
+            "backend": keras.backend.backend(),
+            "files": {name: _sha256(partial / name) for name in FILES},
+        }
+        _write_json(partial / "MANIFEST.json", manifest)
+        _replace(partial, path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return path
+
+
+def _replace(partial: Path, path: Path) -> None:
+    if not path.exists():
+        partial.rename(path)
+        return
+    retired = path.parent / f".{path.name}.old-{os.getpid()}"
+    path.rename(retired)
+    partial.rename(path)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def load(path: Path) -> Any:
+    import keras
+
+    from plait.graph import compile_model
+    from plait.model import Model
+
+    manifest = verify(path)
+    model = Model(path / "spec.yaml")
+    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    model.states_ = state["states"]
+    model.data_report_ = state.get("data", {})
+    model.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+    model.history_ = json.loads((path / "history.json").read_text(encoding="utf-8"))
+    model.manifest_ = manifest
+    try:
+        keras_model = keras.saving.load_model(path / "model.keras", safe_mode=True, compile=False)
+    except (ValueError, OSError, KeyError) as error:
+        raise BundleError(f"{path / 'model.keras'}: cannot be loaded: {error}") from None
+    model.keras_model_ = compile_model(keras_model, model.spec)
+    return model
+
+
+def verify(path: Path) -> dict:
+    """The manifest, once every file is present and its checksum matches."""
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle directory")
+    manifest_path = path / "MANIFEST.json"
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: not a plait bundle (no MANIFEST.json); expected a directory "
+                          "written by 'plait train' or Model.save")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{manifest_path}: not valid JSON: {error}") from None
+    if manifest.get("format") != FORMAT:
+        raise BundleError(f"{manifest_path}: found bundle format {manifest.get('format')!r}; "
+                          f"this plait reads format {FORMAT}")
+    for name, digest in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"{path}: {name} is missing; the bundle is incomplete")
+        if _sha256(file) != digest:
+            raise BundleError(f"{file}: its sha256 does not match MANIFEST.json; the file was "
+                              "changed or damaged after saving")
+    return manifest
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, default=_plain) + "\n", encoding="utf-8")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise PlaitError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

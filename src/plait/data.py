@@ -1,0 +1,181 @@
+"""Sources to Arrow tables, and typed column access that reports bad values precisely.
+
+Every value error names the source, the 1-based data row, the column, what was found and
+what was expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from plait.errors import DataError
+
+READERS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".json": "json",
+    ".arrow": "ipc",
+    ".feather": "ipc",
+    ".ipc": "ipc",
+}
+
+
+@dataclass
+class Table:
+    """An Arrow table with where it came from, so errors can point at the file."""
+
+    arrow: pa.Table
+    source: str = "<table>"
+    base_dir: Path = Path(".")
+
+    @property
+    def num_rows(self) -> int:
+        return self.arrow.num_rows
+
+    def take(self, rows: np.ndarray) -> Table:
+        return Table(self.arrow.take(pa.array(rows, pa.int64())), self.source, self.base_dir)
+
+    def column(self, name: str, used_by: str) -> pa.ChunkedArray:
+        if name not in self.arrow.column_names:
+            shown = ", ".join(repr(c) for c in self.arrow.column_names[:20])
+            raise DataError(
+                f"{self.source}: no column {name!r} (needed by {used_by}); columns found: {shown}"
+            )
+        return self.arrow.column(name)
+
+    def bad_value(self, column: str, row: int, found: Any, expected: str) -> DataError:
+        return DataError(
+            f"{self.source}, row {row + 1}, column {column!r}: found {found!r}; expected {expected}"
+        )
+
+    def numbers(self, name: str, used_by: str) -> np.ndarray:
+        """A numeric column as float64, nulls as NaN; a non-numeric value is an error."""
+        column = self.column(name, used_by)
+        kind = column.type
+        if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            return column.cast(pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            trimmed = pc.utf8_trim_whitespace(column)
+            blank = pc.equal(trimmed, "")
+            trimmed = pc.if_else(blank, pa.scalar(None, pa.string()), trimmed)
+            try:
+                return trimmed.cast(pa.float64()).to_numpy(zero_copy_only=False)
+            except pa.ArrowInvalid:
+                row, value = first_unparsable(trimmed.to_pylist(), float)
+                raise self.bad_value(name, row, value, "a number") from None
+        if pa.types.is_null(kind):
+            return np.full(self.num_rows, np.nan)
+        raise DataError(f"{self.source}, column {name!r}: found values of type {kind}; expected numbers")
+
+    def strings(self, name: str, used_by: str) -> pa.ChunkedArray:
+        """Any scalar column as strings (integers and booleans become their text), nulls kept."""
+        column = self.column(name, used_by)
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return column
+        if pa.types.is_dictionary(kind):
+            return column.cast(pa.string())
+        if pa.types.is_floating(kind):
+            values = column.to_numpy(zero_copy_only=False)
+            whole = np.isnan(values) | (values == np.round(values))
+            if whole.all():
+                return pa.chunked_array([pc.cast(column.cast(pa.int64(), safe=False), pa.string())])
+        if pa.types.is_nested(kind) or pa.types.is_binary(kind):
+            raise DataError(
+                f"{self.source}, column {name!r}: found values of type {kind}; "
+                "expected text, integers or booleans"
+            )
+        return column.cast(pa.string())
+
+    def lists(self, name: str, used_by: str) -> pa.ChunkedArray:
+        column = self.column(name, used_by)
+        if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)
+                or pa.types.is_fixed_size_list(column.type)):
+            raise DataError(
+                f"{self.source}, column {name!r}: found values of type {column.type}; "
+                "expected a list of numbers in each row"
+            )
+        return column
+
+
+def first_unparsable(values: list[Any], parse: Any) -> tuple[int, Any]:
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            parse(value)
+        except (TypeError, ValueError):
+            return row, value
+    return 0, None
+
+
+def read_table(source: Any) -> Table:
+    """Read a path (CSV, TSV, Parquet, JSON lines, Arrow IPC), a pandas DataFrame or an Arrow table."""
+    if isinstance(source, Table):
+        return source
+    if isinstance(source, pa.Table):
+        return Table(source, "<arrow table>")
+    if type(source).__name__ == "DataFrame" and hasattr(source, "columns"):
+        return Table(pa.Table.from_pandas(source, preserve_index=False), "<DataFrame>")
+    if isinstance(source, (str, Path)):
+        return read_file(Path(source))
+    raise DataError(
+        f"data: found a {type(source).__name__}; expected a file path, a pandas DataFrame "
+        "or a pyarrow Table"
+    )
+
+
+def read_file(path: Path) -> Table:
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder; expected a data file")
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        allowed = ", ".join(sorted(READERS))
+        raise DataError(f"{path}: unknown file type {path.suffix!r}; expected one of {allowed}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a header and data rows")
+    try:
+        arrow = _read(path, reader)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: cannot be read as {reader}: {_first_line(error)}") from None
+    if arrow.num_rows == 0:
+        raise DataError(f"{path}: has no data rows")
+    return Table(arrow, str(path), path.resolve().parent)
+
+
+def _read(path: Path, reader: str) -> pa.Table:
+    if reader == "csv":
+        from pyarrow import csv
+
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        return csv.read_csv(path, parse_options=csv.ParseOptions(delimiter=delimiter))
+    if reader == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path)
+    if reader == "json":
+        from pyarrow import json
+
+        return json.read_json(path)
+    from pyarrow import ipc
+
+    with ipc.open_file(path) as file:
+        return file.read_all()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

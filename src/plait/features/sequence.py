@@ -1,0 +1,96 @@
+"""``sequence``: a numeric time series per row, of shape [steps, features]."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow.compute as pc
+from pydantic import Field
+
+from plait.errors import DataError
+from plait.features.base import Encoded, InputType
+from plait.features.encoders import SequenceEncoder
+from plait.features.lists import counts, flatten, list_depth, positions
+
+
+class SequenceInput(InputType):
+    """A list column: each row a list of steps, each step a list of ``features`` numbers
+    (or a plain number when there is one feature).
+
+    Rows longer than ``steps`` are cut, shorter ones padded with zeros at the end
+    (``steps`` is the longest training row when not given). Each feature is standardised
+    with training statistics when ``scale`` is ``standard``.
+
+    >>> SequenceInput(name="motion", steps=100, features=6).input_shape({"steps": 100, "features": 6})
+    (100, 6)
+    """
+
+    type: Literal["sequence"] = "sequence"
+    steps: int | None = Field(default=None, gt=0)
+    features: int | None = Field(default=None, gt=0)
+    scale: Literal["standard", "none"] = "standard"
+    encoder: SequenceEncoder = Field(default_factory=lambda: SequenceEncoder(kind="lstm"))
+
+    def steps_of(self, table: Any, features: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Values (items × features), the row of each step, the step's position, features."""
+        column = table.lists(self.source, self.describe_use())
+        depth = list_depth(column.type)
+        if depth not in (1, 2):
+            raise DataError(f"{table.source}, column {self.source!r}: found lists nested {depth} deep; "
+                            "expected a list of steps, each a number or a list of numbers")
+        values, owners = flatten(column, depth)
+        rows = table.num_rows
+        if depth == 1:
+            features = features or 1
+            if features != 1:
+                raise DataError(f"{table.source}, column {self.source!r}: found one number per step; "
+                                f"expected {features}")
+            row_of_step = owners[0]
+            return values.reshape(-1, 1), row_of_step, positions(row_of_step, rows), 1
+        row_of_step, step_of_value = owners
+        per_step = counts(step_of_value, len(row_of_step))
+        if features is None:
+            features = int(np.bincount(per_step).argmax()) if per_step.size else 1
+        wrong = per_step != features
+        if wrong.any():
+            row = int(row_of_step[np.flatnonzero(wrong)[0]])
+            raise table.bad_value(self.source, row, f"a step of {per_step[wrong][0]} numbers",
+                                  f"{features} numbers in every step")
+        return values.reshape(-1, features), row_of_step, positions(row_of_step, rows), features
+
+    def fit(self, table: Any) -> dict:
+        values, row_of_step, _, features = self.steps_of(table, self.features)
+        steps = self.steps or int(counts(row_of_step, table.num_rows).max(initial=1))
+        finite = np.where(np.isfinite(values), values, np.nan)
+        mean = np.nan_to_num(np.nanmean(finite, axis=0)) if len(values) else np.zeros(features)
+        std = np.nan_to_num(np.nanstd(finite, axis=0)) if len(values) else np.ones(features)
+        if self.scale == "none":
+            mean, std = np.zeros(features), np.ones(features)
+        return {"steps": steps, "features": features, "shift": mean.tolist(),
+                "divide": np.where(std > 0, std, 1.0).tolist()}
+
+    def encode(self, table: Any, state: dict) -> Encoded:
+        values, row_of_step, position, features = self.steps_of(table, state["features"])
+        bad = ~np.isfinite(values)
+        scaled = (values - np.asarray(state["shift"])) / np.asarray(state["divide"])
+        scaled[bad] = 0.0
+        kept = position < state["steps"]
+        out = np.zeros((table.num_rows, state["steps"], features), np.float32)
+        out[row_of_step[kept], position[kept]] = scaled[kept]
+        column = table.lists(self.source, self.describe_use())
+        missing = pc.is_null(column).to_numpy(zero_copy_only=False)
+        missing[row_of_step[bad.any(axis=1)]] = True
+        return Encoded(out, missing)
+
+    def input_shape(self, state: dict) -> tuple[int, ...]:
+        return (state["steps"], state["features"])
+
+    def placeholder_state(self) -> dict:
+        if self.steps is None or self.features is None:
+            raise DataError(f"input {self.name!r}: give 'steps' and 'features' to describe it without data")
+        return {"steps": self.steps, "features": self.features,
+                "shift": [0.0] * self.features, "divide": [1.0] * self.features}
+
+    def encoding_layers(self, x: Any, state: dict) -> Any:
+        return self.encoder.apply(x, self.name)

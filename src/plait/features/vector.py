@@ -1,0 +1,125 @@
+"""``vector``: a fixed-length numeric input, from several columns or one list column."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow.compute as pc
+from pydantic import Field, model_validator
+
+from plait.errors import DataError
+from plait.features.base import Encoded, InputType
+from plait.features.lists import counts, flatten, list_depth
+
+
+class VectorInput(InputType):
+    """A fixed-length numeric vector, optionally shaped as a multi-dimensional array.
+
+    Either ``columns`` (several numeric columns, in order) or one list column (``column``,
+    by default the input's name; nested lists are flattened row-major). ``shape`` declares
+    a multi-dimensional input, e.g. ``[10, 5]``: the model's input has that shape and the
+    branch flattens it. ``size`` is checked when given and inferred otherwise. Each
+    element is scaled with its own training statistics.
+
+    >>> VectorInput(name="readings", shape=[10, 5]).input_shape({"size": 50})
+    (10, 5)
+    """
+
+    type: Literal["vector"] = "vector"
+    columns: list[str] | None = Field(default=None, min_length=1)
+    size: int | None = Field(default=None, gt=0)
+    shape: list[int] | None = Field(default=None, min_length=1)
+    scale: Literal["standard", "minmax", "none"] = "standard"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VectorInput:
+        if self.shape and any(d <= 0 for d in self.shape):
+            raise ValueError(f"shape {self.shape}: every dimension must be a positive integer")
+        if self.shape and self.size and math.prod(self.shape) != self.size:
+            raise ValueError(f"shape {self.shape} holds {math.prod(self.shape)} values, size is {self.size}")
+        if self.columns and self.column:
+            raise ValueError("give either 'columns' (several numeric columns) or 'column' (one list column)")
+        return self
+
+    def source_columns(self) -> list[str]:
+        return list(self.columns) if self.columns else [self.source]
+
+    def declared_size(self) -> int | None:
+        if self.shape:
+            return math.prod(self.shape)
+        if self.columns:
+            return len(self.columns)
+        return self.size
+
+    def raw(self, table: Any, size: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(rows × size) values with NaN where missing, and which rows were null entirely."""
+        if self.columns:
+            values = np.stack([table.numbers(c, self.describe_use()) for c in self.columns], axis=1)
+            return values, np.zeros(len(values), bool)
+        column = table.lists(self.source, self.describe_use())
+        values, owners = flatten(column, list_depth(column.type))
+        null_rows = pc.is_null(column).to_numpy(zero_copy_only=False)
+        per_row = _row_counts(owners, table.num_rows)
+        if size is None and (~null_rows).any():
+            size = int(np.bincount(per_row[~null_rows]).argmax())
+        wrong = ~null_rows & (per_row != size)
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0])
+            raise table.bad_value(self.source, row, f"a list of {per_row[row]} numbers",
+                                  f"{size} numbers")
+        size = size or 0
+        dense = np.full((table.num_rows, size), np.nan)
+        if size:
+            dense[~null_rows] = values.reshape(-1, size)
+        return dense, null_rows
+
+    def fit(self, table: Any) -> dict:
+        values, _ = self.raw(table, self.declared_size())
+        if values.shape[1] == 0:
+            raise DataError(f"{table.source}, column {self.source!r}: every row is empty; expected numbers")
+        mean = np.nanmean(np.where(np.isfinite(values), values, np.nan), axis=0)
+        mean = np.nan_to_num(mean)
+        finite = np.where(np.isfinite(values), values, mean)
+        if self.scale == "standard":
+            shift, divide = mean, finite.std(axis=0)
+        elif self.scale == "minmax":
+            shift, divide = finite.min(axis=0), np.ptp(finite, axis=0)
+        else:
+            shift, divide = np.zeros_like(mean), np.ones_like(mean)
+        divide = np.where(divide > 0, divide, 1.0)
+        return {"size": int(values.shape[1]), "fill": mean.tolist(), "shift": shift.tolist(),
+                "divide": divide.tolist()}
+
+    def encode(self, table: Any, state: dict) -> Encoded:
+        values, _ = self.raw(table, state["size"])
+        bad = ~np.isfinite(values)
+        values = np.where(bad, np.asarray(state["fill"]), values)
+        scaled = (values - np.asarray(state["shift"])) / np.asarray(state["divide"])
+        shaped = scaled.astype(np.float32).reshape((-1, *self.input_shape(state)))
+        return Encoded(shaped, bad.any(axis=1))
+
+    def input_shape(self, state: dict) -> tuple[int, ...]:
+        return tuple(self.shape) if self.shape else (state["size"],)
+
+    def placeholder_state(self) -> dict:
+        size = self.declared_size()
+        if size is None:
+            raise DataError(f"input {self.name!r}: give 'size' or 'shape' to describe it without data")
+        return {"size": size, "fill": [0.0] * size, "shift": [0.0] * size, "divide": [1.0] * size}
+
+    def encoding_layers(self, x: Any, state: dict) -> Any:
+        if not self.shape or len(self.shape) == 1:
+            return x
+        from keras import layers
+
+        return layers.Reshape((math.prod(self.shape),), name=f"{self.name}_reshape")(x)
+
+
+def _row_counts(owners: list[np.ndarray], rows: int) -> np.ndarray:
+    """Number of leaf values in each row, following the owner chain down the levels."""
+    owner = owners[-1]
+    for upper in reversed(owners[:-1]):
+        owner = upper[owner]
+    return counts(owner, rows)

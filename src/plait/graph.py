@@ -1,0 +1,84 @@
+"""From a spec and fitted states to a plain Keras functional model, compiled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plait.errors import ConfigError
+from plait.registry import MERGES
+from plait.spec import Head, Spec
+
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
+
+
+def build(spec: Spec, states: dict[str, dict]) -> Any:
+    """One ``keras.Input`` per input, a branch each, the merge nodes, the head, the outputs."""
+    import keras
+
+    inputs = {
+        s.name: keras.Input(shape=s.input_shape(states[s.name]), dtype=s.input_dtype, name=s.name)
+        for s in spec.inputs
+    }
+    tensors = {s.name: s.branch(inputs[s.name], states[s.name]) for s in spec.inputs}
+    for index, node in enumerate(spec.merge_nodes):
+        sources = spec.node_sources(node)
+        if len(sources) == 1:
+            tensors[node.name] = tensors[sources[0]]
+            continue
+        merge = MERGES[node.strategy](node.name, node.project, spec.merge_path(index))
+        tensors[node.name] = merge({source: tensors[source] for source in sources})
+    trunk = None
+    outputs = {}
+    for out in spec.outputs:
+        if out.reads is not None:
+            x = tensors[out.reads]
+        else:
+            trunk = trunk if trunk is not None else head(spec.head, tensors[spec.main_node.name])
+            x = trunk
+        outputs[out.name] = out.head(x, states[out.name])
+    try:
+        return keras.Model(inputs=inputs, outputs=outputs, name="plait")
+    except ValueError as error:
+        raise ConfigError(f"config: the model cannot be built: {error}") from None
+
+
+def head(config: Head, x: Any) -> Any:
+    from keras import layers
+
+    for index, units in enumerate(config.layers, start=1):
+        x = layers.Dense(units, activation=None if config.batch_norm else config.activation,
+                         name=f"head_dense_{index}")(x)
+        if config.batch_norm:
+            x = layers.BatchNormalization(name=f"head_norm_{index}")(x)
+            x = layers.Activation(config.activation, name=f"head_activation_{index}")(x)
+        if config.dropout:
+            x = layers.Dropout(config.dropout, name=f"head_dropout_{index}")(x)
+    return x
+
+
+def compile_model(model: Any, spec: Spec) -> Any:
+    import keras
+
+    optimizer = getattr(keras.optimizers, OPTIMIZERS[spec.train.optimizer])(
+        learning_rate=spec.train.learning_rate
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss={out.name: out.keras_loss() for out in spec.outputs},
+        loss_weights={out.name: out.weight for out in spec.outputs},
+        metrics={out.name: out.keras_metrics() for out in spec.outputs},
+    )
+    return model
+
+
+def layer_groups(spec: Spec, model: Any) -> dict[str, list[Any]]:
+    """The model's layers grouped by the input branch, merge node, head or output that made
+    them (each layer goes to the longest name its own name starts with)."""
+    owners = [s.name for s in spec.inputs] + [n.name for n in spec.merge_nodes]
+    owners += ["head"] + [out.name for out in spec.outputs]
+    groups: dict[str, list[Any]] = {owner: [] for owner in owners}
+    for layer in model.layers:
+        matches = [o for o in owners if layer.name == o or layer.name.startswith(o + "_")]
+        if matches:
+            groups[max(matches, key=len)].append(layer)
+    return {owner: layers for owner, layers in groups.items() if layers}

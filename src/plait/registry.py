@@ -1,0 +1,36 @@
+"""The one place where input types, output types and merge strategies are registered.
+
+A new kind is one module plus one line here.
+"""
+
+from __future__ import annotations
+
+from plait.features.binary import BinaryInput
+from plait.features.category import CategoryInput
+from plait.features.image import ImageInput
+from plait.features.number import NumberInput
+from plait.features.sequence import SequenceInput
+from plait.features.text import TextInput
+from plait.features.vector import VectorInput
+from plait.merges import Add, Average, Concat, Maximum, Multiply
+from plait.targets.binary import BinaryOutput
+from plait.targets.category import CategoryOutput
+from plait.targets.number import NumberOutput
+
+INPUT_TYPES = {
+    "number": NumberInput,
+    "vector": VectorInput,
+    "category": CategoryInput,
+    "binary": BinaryInput,
+    "text": TextInput,
+    "image": ImageInput,
+    "sequence": SequenceInput,
+}
+
+OUTPUT_TYPES = {
+    "binary": BinaryOutput,
+    "category": CategoryOutput,
+    "number": NumberOutput,
+}
+
+MERGES = {merge.strategy: merge for merge in (Concat, Add, Average, Multiply, Maximum)}

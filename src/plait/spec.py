@@ -1,0 +1,342 @@
+"""The config: validated with pydantic, cross-checked, and read from YAML or a dict.
+
+Every mistake becomes one ``ConfigError`` whose lines each name the path in the config
+(``inputs[2].encoder.units``), the value found, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from plait.errors import ConfigError
+from plait.registry import INPUT_TYPES, MERGES, OUTPUT_TYPES
+from plait.schema import Activation, Name, Rate, Strict, Units
+
+InputSpec = Annotated[Union[tuple(INPUT_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
+OutputSpec = Annotated[Union[tuple(OUTPUT_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
+Strategy = Literal[tuple(MERGES)]  # type: ignore[valid-type]
+
+
+class MergeNode(Strict):
+    """One merge: ``strategy`` over the branches or earlier nodes named in ``inputs``
+    (all inputs when omitted), each first projected to ``project`` units when given.
+
+    >>> MergeNode(name="both", strategy="add", inputs=["a", "b"], project=16).strategy
+    'add'
+    """
+
+    name: Name = "merged"
+    strategy: Strategy = "concat"
+    inputs: list[Name] | None = Field(default=None, min_length=1)
+    project: Units | None = None
+
+
+class Head(Strict):
+    """Dense layers after the main merge, shared by the outputs that read it."""
+
+    layers: list[Units] = []
+    activation: Activation = "relu"
+    dropout: Rate = 0.0
+    batch_norm: bool = False
+
+
+class EarlyStopping(Strict):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; keep the best weights."""
+
+    patience: int = Field(default=3, ge=1)
+    monitor: str = "val_loss"
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+
+class Train(Strict):
+    """How to train. ``validation_split`` is stratified on the first classification output."""
+
+    epochs: int = Field(default=10, gt=0, le=100000)
+    batch_size: int = Field(default=256, gt=0, le=1_000_000)
+    learning_rate: float = Field(default=0.001, gt=0.0, le=10.0)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    validation_split: float = Field(default=0.1, ge=0.0, lt=1.0)
+    early_stopping: EarlyStopping | None = None
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        return None if value is False else value
+
+
+class Spec(Strict):
+    """A whole model: inputs, merge node(s), head, outputs, training.
+
+    >>> spec = Spec.model_validate({
+    ...     "inputs": [{"name": "age", "type": "number"}, {"name": "city", "type": "category"}],
+    ...     "outputs": [{"name": "bought", "type": "binary"}],
+    ... })
+    >>> [node.name for node in spec.merge_nodes]
+    ['merged']
+    """
+
+    inputs: list[InputSpec] = Field(min_length=1)
+    merge: MergeNode | list[MergeNode] = Field(default_factory=MergeNode)
+    head: Head = Field(default_factory=Head)
+    outputs: list[OutputSpec] = Field(min_length=1)
+    train: Train = Field(default_factory=Train)
+
+    @property
+    def merge_nodes(self) -> list[MergeNode]:
+        return list(self.merge) if isinstance(self.merge, list) else [self.merge]
+
+    @property
+    def main_node(self) -> MergeNode:
+        return self.merge_nodes[-1]
+
+    def merge_path(self, index: int) -> str:
+        return f"merge[{index}]" if isinstance(self.merge, list) else "merge"
+
+    def node_sources(self, node: MergeNode) -> list[str]:
+        return list(node.inputs) if node.inputs else [spec.name for spec in self.inputs]
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def load_spec(source: str | Path | dict | Spec) -> Spec:
+    """A validated Spec from a YAML/JSON file, a dict, or a Spec."""
+    if isinstance(source, Spec):
+        return source
+    where = "config"
+    if isinstance(source, (str, Path)):
+        where = str(source)
+        source = read_config_file(Path(source))
+    if not isinstance(source, dict):
+        raise ConfigError(f"{where}: found a {type(source).__name__}; expected a mapping with "
+                          "'inputs' and 'outputs'")
+    try:
+        spec = Spec.model_validate(source)
+    except ValidationError as error:
+        raise ConfigError(f"{where}: invalid config\n" + format_errors(error, source)) from None
+    check_references(spec, where)
+    return spec
+
+
+def read_config_file(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise ConfigError(f"{path}: not valid YAML{line}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file") from None
+
+
+def format_errors(error: ValidationError, raw: dict) -> str:
+    lines = []
+    for item in error.errors(include_url=False):
+        located = config_path(item["loc"], raw)
+        if located is None:
+            continue
+        path, model = located
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(_keys(model))) if model else "see the config reference"
+            lines.append(f"  {path}: unknown key; allowed keys here: {allowed}")
+        elif item["type"] == "missing":
+            lines.append(f"  {path}: missing; this key is required")
+        else:
+            found = item.get("input")
+            lines.append(f"  {path}: found {_show(found)}; {_expected(item)}")
+    return "\n".join(dict.fromkeys(lines))
+
+
+def config_path(loc: tuple, raw: Any) -> tuple[str, type[BaseModel] | None] | None:
+    """The dotted path of a pydantic location without union tags, and the model owning its
+    last key; None for an error from a union member that does not match the value's shape."""
+    path, node, annotation, owner = "", raw, Spec, None
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+            annotation = _element(annotation)
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        model = _model(annotation, node)
+        if model is None or part not in model.model_fields and part not in _aliases(model):
+            if part.startswith("list[") and not isinstance(node, list):
+                return None
+            if part in _MODEL_TAGS and isinstance(node, list):
+                return None
+            if part in INPUT_TYPES or part in OUTPUT_TYPES or part in _MODEL_TAGS or part.startswith("list["):
+                continue
+        owner = model
+        path += f".{part}" if path else part
+        annotation = _field_annotation(model, part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return path or "config", owner
+
+
+_MODEL_TAGS = {"MergeNode", "EarlyStopping", "Head", "Train"}
+
+
+def _aliases(model: type[BaseModel]) -> set[str]:
+    return {field.alias for field in model.model_fields.values() if field.alias}
+
+
+def _field_annotation(model: type[BaseModel] | None, key: str) -> Any:
+    if model is None:
+        return None
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            return field.annotation
+    return None
+
+
+def _element(annotation: Any) -> Any:
+    """The element annotation of a list annotation (inside Optional or Union)."""
+    if typing.get_origin(annotation) is list:
+        return typing.get_args(annotation)[0]
+    for argument in typing.get_args(annotation):
+        if typing.get_origin(argument) is list:
+            return typing.get_args(argument)[0]
+    return None
+
+
+def _model(annotation: Any, value: Any) -> type[BaseModel] | None:
+    """The model class an annotation means for this value."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    arguments = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Annotated:
+        return _model(arguments[0], value)
+    models = [a for a in arguments if isinstance(a, type) and issubclass(a, BaseModel)]
+    tagged = {m.model_fields["type"].default: m for m in models if "type" in m.model_fields}
+    if isinstance(value, dict) and value.get("type") in tagged:
+        return tagged[value.get("type")]
+    if len(models) == 1:
+        return models[0]
+    return None
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _expected(item: dict) -> str:
+    message = item["msg"]
+    context = item.get("ctx") or {}
+    if item["type"] == "union_tag_invalid":
+        return f"expected type one of {context.get('expected_tags')}"
+    if item["type"] == "union_tag_not_found":
+        return f"expected a 'type' key, one of {context.get('discriminator')}"
+    if item["type"] == "literal_error":
+        return f"expected one of {context.get('expected')}"
+    if item["type"] == "string_pattern_mismatch":
+        return "expected a name of letters, digits and underscores, not starting with a digit"
+    return "expected: " + message[0].lower() + message[1:]
+
+
+def check_references(spec: Spec, where: str = "config") -> None:
+    """What pydantic cannot see: unique names, merges and outputs naming things that exist,
+    inputs that reach an output, targets that are not also inputs."""
+    problems = _duplicate_names(spec) + _merge_references(spec) + _output_references(spec)
+    problems += _leaks(spec) + _unreached(spec)
+    if problems:
+        raise ConfigError(f"{where}: invalid config\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _duplicate_names(spec: Spec) -> list[str]:
+    seen: dict[str, str] = {}
+    problems = []
+    named = [(f"inputs[{i}].name", s.name) for i, s in enumerate(spec.inputs)]
+    named += [(f"{spec.merge_path(i)}.name", n.name) for i, n in enumerate(spec.merge_nodes)]
+    named += [(f"outputs[{i}].name", s.name) for i, s in enumerate(spec.outputs)]
+    for path, name in named:
+        if name in seen:
+            problems.append(f"{path}: found {name!r}, already the name of {seen[name]}; "
+                            "expected a name used once across inputs, merge nodes and outputs")
+        seen.setdefault(name, path)
+    return problems
+
+
+def _merge_references(spec: Spec) -> list[str]:
+    problems = []
+    known = [s.name for s in spec.inputs]
+    nodes = spec.merge_nodes
+    for index, node in enumerate(nodes):
+        path = spec.merge_path(index)
+        if node.inputs is None and len(nodes) > 1:
+            problems.append(f"{path}.inputs: missing; expected the names this node merges "
+                            "when there are several merge nodes")
+        for position, source in enumerate(node.inputs or []):
+            if source not in known:
+                problems.append(f"{path}.inputs[{position}]: found {source!r}; expected an "
+                                f"input or an earlier merge node: {known}")
+        sources = spec.node_sources(node)
+        if len(sources) < 2 and (node.inputs is not None or len(spec.inputs) > 1):
+            problems.append(f"{path}.inputs: found {sources}; a {node.strategy} merge needs at "
+                            "least two branches (a single branch needs no merge: let the "
+                            "output read it with 'from')")
+        if len(set(sources)) != len(sources):
+            problems.append(f"{path}.inputs: found {sources}; each branch may be named once")
+        known.append(node.name)
+    return problems
+
+
+def _output_references(spec: Spec) -> list[str]:
+    known = [s.name for s in spec.inputs] + [n.name for n in spec.merge_nodes]
+    return [
+        f"outputs[{i}].from: found {out.reads!r}; expected an input or a merge node: {known}"
+        for i, out in enumerate(spec.outputs)
+        if out.reads is not None and out.reads not in known
+    ]
+
+
+def _leaks(spec: Spec) -> list[str]:
+    used = {column: f"inputs[{i}]" for i, s in enumerate(spec.inputs) for column in s.source_columns()}
+    return [
+        f"outputs[{i}].column: found {out.source!r}, which {used[out.source]} also reads; "
+        "expected a target column that is not an input (it would leak the answer)"
+        for i, out in enumerate(spec.outputs)
+        if out.source in used
+    ]
+
+
+def _unreached(spec: Spec) -> list[str]:
+    """Inputs and merge nodes that no output depends on."""
+    if len(spec.inputs) == 1 and spec.merge_nodes == [MergeNode()]:
+        return []
+    feeds = {node.name: spec.node_sources(node) for node in spec.merge_nodes}
+    reached: set[str] = set()
+    pending = [out.reads or spec.main_node.name for out in spec.outputs]
+    while pending:
+        name = pending.pop()
+        if name not in reached:
+            reached.add(name)
+            pending.extend(feeds.get(name, []))
+    problems = [
+        f"inputs[{i}]: {s.name!r} feeds no output; expected it in a merge node's inputs or "
+        "an output's 'from'"
+        for i, s in enumerate(spec.inputs) if s.name not in reached
+    ]
+    problems += [
+        f"{spec.merge_path(i)}: node {n.name!r} feeds no output; expected an output to read it "
+        "or a later node to merge it"
+        for i, n in enumerate(spec.merge_nodes) if n.name not in reached
+    ]
+    return problems

@@ -1,0 +1,94 @@
+"""``binary`` output: a sigmoid unit trained with binary cross-entropy."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import Field
+
+from plait.features.binary import two_levels
+from plait.metrics import binary_metrics
+from plait.targets.base import OutputType, Target
+from plait.targets.labels import label_kind, restore
+
+
+class BinaryOutput(OutputType):
+    """Two classes. ``positive`` names the class predicted as 1 (by default true/yes/1 or
+    the later label in sorted order). ``class_weight``: ``balanced`` or a weight per label,
+    for imbalanced data. Predictions give the label (probability ≥ ``threshold``) and
+    ``<name>_proba``.
+
+    >>> BinaryOutput(name="recommended", class_weight="balanced").output_activation()
+    'sigmoid'
+    """
+
+    type: Literal["binary"] = "binary"
+    positive: str | None = None
+    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
+
+    def fit(self, table: Any) -> dict:
+        column = table.column(self.source, self.describe_use())
+        strings = table.strings(self.source, self.describe_use())
+        levels = two_levels(strings, self.positive, f"{table.source}, column {self.source!r}")
+        flags = pc.equal(strings, levels[1]).to_numpy(zero_copy_only=False)
+        known = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
+        rate = float(flags[known].astype(float).mean()) if known.any() else 0.5
+        return {"labels": levels, "kind": label_kind(column), "positive_rate": rate,
+                "threshold": self.threshold}
+
+    def encode(self, table: Any, state: dict) -> Target:
+        strings = table.strings(self.source, self.describe_use())
+        present = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
+        known = pc.is_in(strings, value_set=pa.array(state["labels"])).to_numpy(zero_copy_only=False)
+        unknown = present & ~known
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            raise table.bad_value(self.source, row, strings[row].as_py(), f"one of {state['labels']}")
+        flags = pc.fill_null(pc.equal(strings, state["labels"][1]), False).to_numpy(zero_copy_only=False)
+        return Target(flags.astype(np.float32).reshape(-1, 1), present)
+
+    def units(self, state: dict) -> int:
+        return 1
+
+    def output_activation(self) -> str:
+        return "sigmoid"
+
+    def keras_loss(self) -> Any:
+        return "binary_crossentropy"
+
+    def keras_metrics(self) -> list[Any]:
+        from keras import metrics
+
+        return [metrics.BinaryAccuracy(name="accuracy"), metrics.AUC(name="auc")]
+
+    def sample_weights(self, target: Target, state: dict) -> np.ndarray | None:
+        if self.class_weight is None:
+            return None
+        positive = target.values.ravel() == 1
+        if self.class_weight == "balanced":
+            rate = float(np.clip(positive[target.present].mean(), 1e-6, 1 - 1e-6))
+            weights = (0.5 / (1 - rate), 0.5 / rate)
+        else:
+            weights = tuple(self.class_weight.get(label, 1.0) for label in state["labels"])
+        return np.where(positive, weights[1], weights[0]).astype(np.float32)
+
+    def decode(self, predicted: np.ndarray, state: dict) -> dict[str, np.ndarray]:
+        probability = predicted.reshape(-1)
+        labels = np.asarray(restore(state["labels"], state["kind"]), dtype=object)
+        return {self.name: labels[(probability >= state["threshold"]).astype(int)],
+                f"{self.name}_proba": probability.astype(np.float64)}
+
+    def score(self, target: Target, predicted: np.ndarray, state: dict) -> dict:
+        truth = target.values.ravel()[target.present]
+        probability = predicted.reshape(-1)[target.present]
+        scores = binary_metrics(truth, probability, state["threshold"])
+        baseline = binary_metrics(truth, np.full(truth.size, state["positive_rate"]), 0.5)
+        scores["baseline"] = {"kind": "majority class", **baseline}
+        return scores
+
+    def placeholder_state(self) -> dict:
+        return {"labels": ["0", "1"], "kind": "int", "positive_rate": 0.5, "threshold": self.threshold}

@@ -1,0 +1,96 @@
+"""``category`` output: a softmax over labels that may be any strings or integers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow.compute as pc
+
+from plait.errors import DataError
+from plait.features.vocabulary import fit_vocabulary, lookup
+from plait.metrics import category_metrics
+from plait.targets.base import OutputType, Target
+from plait.targets.labels import label_kind, restore
+
+
+class CategoryOutput(OutputType):
+    """One class out of several, learned with sparse categorical cross-entropy.
+
+    Labels are those seen in training. ``class_weight: balanced`` weights each class by
+    its inverse frequency. Predictions give the label and ``<name>_proba_<label>`` per class.
+
+    >>> CategoryOutput(name="species").output_activation()
+    'softmax'
+    """
+
+    type: Literal["category"] = "category"
+    class_weight: Literal["balanced"] | dict[str, float] | None = None
+
+    def fit(self, table: Any) -> dict:
+        column = table.column(self.source, self.describe_use())
+        strings = table.strings(self.source, self.describe_use())
+        labels = fit_vocabulary(strings)
+        if len(labels) < 2:
+            raise DataError(f"{table.source}, column {self.source!r}: found {len(labels)} distinct "
+                            "label(s); expected at least two classes")
+        kind = label_kind(column)
+        labels = sorted(labels, key=int) if kind == "int" else sorted(labels)
+        index = lookup(strings, labels, offset=0)
+        present = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
+        frequency = np.bincount(index[present], minlength=len(labels)) / max(present.sum(), 1)
+        return {"labels": labels, "kind": kind, "frequency": frequency.tolist()}
+
+    def encode(self, table: Any, state: dict) -> Target:
+        strings = table.strings(self.source, self.describe_use())
+        present = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
+        index = lookup(strings, state["labels"], offset=1)
+        unknown = present & (index == 0)
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            shown = state["labels"][:20]
+            raise table.bad_value(self.source, row, strings[row].as_py(),
+                                  f"a label seen in training: {shown}")
+        return Target(np.maximum(index - 1, 0).astype(np.int32).reshape(-1, 1), present)
+
+    def units(self, state: dict) -> int:
+        return len(state["labels"])
+
+    def output_activation(self) -> str:
+        return "softmax"
+
+    def keras_loss(self) -> Any:
+        return "sparse_categorical_crossentropy"
+
+    def keras_metrics(self) -> list[Any]:
+        from keras import metrics
+
+        return [metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    def sample_weights(self, target: Target, state: dict) -> np.ndarray | None:
+        if self.class_weight is None:
+            return None
+        index = target.values.ravel()
+        if self.class_weight == "balanced":
+            frequency = np.bincount(index[target.present], minlength=len(state["labels"]))
+            weights = frequency.sum() / (len(frequency) * np.maximum(frequency, 1))
+        else:
+            weights = np.asarray([self.class_weight.get(label, 1.0) for label in state["labels"]])
+        return weights[index].astype(np.float32)
+
+    def decode(self, predicted: np.ndarray, state: dict) -> dict[str, np.ndarray]:
+        labels = np.asarray(restore(state["labels"], state["kind"]), dtype=object)
+        columns = {self.name: labels[predicted.argmax(axis=1)]}
+        for position, label in enumerate(state["labels"]):
+            columns[f"{self.name}_proba_{label}"] = predicted[:, position].astype(np.float64)
+        return columns
+
+    def score(self, target: Target, predicted: np.ndarray, state: dict) -> dict:
+        truth = target.values.ravel()[target.present]
+        scores = category_metrics(truth, predicted[target.present])
+        prior = np.tile(np.asarray(state["frequency"]), (truth.size, 1))
+        scores["baseline"] = {"kind": "majority class", **category_metrics(truth, prior)}
+        return scores
+
+    def placeholder_state(self) -> dict:
+        return {"labels": ["0", "1"], "kind": "int", "frequency": [0.5, 0.5]}

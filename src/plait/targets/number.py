@@ -1,0 +1,72 @@
+"""``number`` output: regression, trained on the standardised target, answered in its units."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from plait.metrics import number_metrics
+from plait.targets.base import OutputType, Target
+
+
+class NumberOutput(OutputType):
+    """A number. ``loss``: ``mse``, ``mae`` or ``huber``. The model learns the target
+    standardised with training statistics (``scale: standard``); predictions come back in
+    the target's own units.
+
+    >>> NumberOutput(name="rating", loss="mae", weight=0.5).keras_loss()
+    'mean_absolute_error'
+    """
+
+    type: Literal["number"] = "number"
+    loss: Literal["mse", "mae", "huber"] = "mse"
+    scale: Literal["standard", "none"] = "standard"
+
+    def fit(self, table: Any) -> dict:
+        values = table.numbers(self.source, self.describe_use())
+        finite = values[np.isfinite(values)]
+        mean = float(finite.mean()) if finite.size else 0.0
+        std = float(finite.std()) if finite.size else 1.0
+        if self.scale == "none":
+            return {"shift": 0.0, "divide": 1.0, "mean": mean}
+        return {"shift": mean, "divide": std if std > 0 else 1.0, "mean": mean}
+
+    def encode(self, table: Any, state: dict) -> Target:
+        values = table.numbers(self.source, self.describe_use())
+        present = np.isfinite(values)
+        scaled = np.where(present, (values - state["shift"]) / state["divide"], 0.0)
+        return Target(scaled.astype(np.float32).reshape(-1, 1), present)
+
+    def units(self, state: dict) -> int:
+        return 1
+
+    def output_activation(self) -> str:
+        return "linear"
+
+    def keras_loss(self) -> Any:
+        return {"mse": "mean_squared_error", "mae": "mean_absolute_error", "huber": "huber"}[
+            self.loss
+        ]
+
+    def keras_metrics(self) -> list[Any]:
+        from keras import metrics
+
+        return [metrics.MeanAbsoluteError(name="mae")]
+
+    def restore(self, predicted: np.ndarray, state: dict) -> np.ndarray:
+        return predicted.reshape(-1).astype(np.float64) * state["divide"] + state["shift"]
+
+    def decode(self, predicted: np.ndarray, state: dict) -> dict[str, np.ndarray]:
+        return {self.name: self.restore(predicted, state)}
+
+    def score(self, target: Target, predicted: np.ndarray, state: dict) -> dict:
+        truth = self.restore(target.values, state)[target.present]
+        estimate = self.restore(predicted, state)[target.present]
+        scores = number_metrics(truth, estimate)
+        scores["baseline"] = {"kind": "training mean",
+                              **number_metrics(truth, np.full(truth.size, state["mean"]))}
+        return scores
+
+    def placeholder_state(self) -> dict:
+        return {"shift": 0.0, "divide": 1.0, "mean": 0.0}
