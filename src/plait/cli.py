@@ -1,0 +1,188 @@
+"""The ``plait`` command. Heavy modules load inside the commands, so ``--help`` is instant.
+
+A mistake of the user's prints one ``plait: error: ...`` line (or a few, for a config with
+several problems) and exits with status 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    help="plait: declarative multi-input deep models on Keras 3.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+DataOption = Annotated[Path, typer.Option("--data", help="CSV, TSV, Parquet, JSON lines or Arrow file.")]
+
+
+def user_errors(command: Callable) -> Callable:
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from plait.errors import PlaitError
+
+        try:
+            return command(*args, **kwargs)
+        except PlaitError as error:
+            print(f"plait: error: {error}", file=sys.stderr)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print("plait: interrupted", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="The model config (YAML).")],
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Bundle directory to write.")],
+    valid: Annotated[Path | None, typer.Option("--valid", help="Separate validation file.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.", min=1)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Fit preprocessing, train, and write a bundle to OUT."""
+    from plait.model import Model
+
+    model = Model(config, verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
+    model.fit(data, validation_data=valid, epochs=epochs)
+    model.save(out)
+    if not quiet:
+        show_metrics(model.metrics_.get("validation", {}), "validation")
+    print(f"bundle written to {out}")
+
+
+@app.command()
+@user_errors
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Predictions file: .csv or .parquet.")],
+) -> None:
+    """Predict every row of DATA; write one column per output (and class probabilities)."""
+    from plait.errors import PlaitError
+
+    writers = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+    if out.suffix.lower() not in writers:
+        raise PlaitError(f"--out {out}: found extension {out.suffix!r}; expected .csv or .parquet")
+    from plait.model import load
+
+    frame = load(bundle).predict(data)
+    write_atomically(out, lambda path: _write_frame(frame, path, writers[out.suffix.lower()]))
+    print(f"{len(frame)} predictions written to {out}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    data: DataOption,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the metrics as JSON.")] = None,
+) -> None:
+    """Metrics per output on labelled DATA, beside the trivial baselines."""
+    import json
+
+    from plait.model import load
+
+    metrics = load(bundle).evaluate(data)
+    show_metrics(metrics, str(data))
+    if out is not None:
+        text = json.dumps(metrics, indent=2) + "\n"
+        write_atomically(out, lambda path: path.write_text(text, encoding="utf-8"))
+
+
+@app.command()
+@user_errors
+def describe(
+    target: Annotated[Path, typer.Argument(help="A config file or a bundle directory.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Fit preprocessing on this file "
+                                              "first, for exact sizes.")] = None,
+) -> None:
+    """The layers, output shapes and parameter counts of each branch, merge and output."""
+    from plait.model import Model, load
+
+    if target.is_dir():
+        model = load(target)
+    else:
+        model = Model(target)
+        if data is not None:
+            from plait.data import read_table
+            from plait.preprocess import fit_states
+
+            model.states_ = fit_states(model.spec, read_table(data))
+    fitted = hasattr(model, "states_")
+    show_description(model.describe())
+    if not fitted:
+        print("sizes not declared in the config (vocabularies, lengths) are placeholders; "
+              "pass --data to fit them")
+
+
+def show_description(summary: dict[str, dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="plait model")
+    for heading in ("part", "kind", "layers", "output shape", "params"):
+        table.add_column(heading, justify="right" if heading == "params" else "left")
+    total = 0
+    for owner, part in summary.items():
+        layers = " → ".join(row["class"] for row in part["layers"])
+        shape = str(tuple(part["layers"][-1]["shape"])).replace("None", "batch")
+        table.add_row(owner, part["kind"], layers, shape, f"{part['params']:,}")
+        total += part["params"]
+    table.add_row("total", "", "", "", f"{total:,}", style="bold")
+    Console().print(table)
+
+
+def show_metrics(metrics: dict, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"metrics ({title})")
+    for heading in ("output", "metric", "value", "baseline"):
+        table.add_column(heading)
+    for output, scores in metrics.items():
+        if not isinstance(scores, dict):
+            continue
+        baseline = scores.get("baseline", {})
+        for name, value in scores.items():
+            if isinstance(value, float):
+                shown = baseline.get(name)
+                table.add_row(output, name, f"{value:.4f}",
+                              f"{shown:.4f}" if isinstance(shown, float) else "")
+    Console().print(table)
+
+
+def write_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        write(partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _write_frame(frame: Any, path: Path, kind: str) -> None:
+    if kind == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
+
+
+def main() -> None:
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app()
