@@ -124,7 +124,7 @@ class Model:
         if not has_validation and monitor.startswith("val_"):
             monitor = monitor[4:]
         return [keras.callbacks.EarlyStopping(monitor=monitor, patience=stopping.patience,
-                                              min_delta=stopping.min_delta,
+                                              min_delta=stopping.min_delta, mode=stopping.direction,
                                               restore_best_weights=True)]
 
     def predict_arrays(self, data: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:

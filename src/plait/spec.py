@@ -46,11 +46,26 @@ class Head(Strict):
 
 
 class EarlyStopping(Strict):
-    """Stop when ``monitor`` has not improved for ``patience`` epochs; keep the best weights."""
+    """Stop when ``monitor`` has not improved for ``patience`` epochs; keep the best weights.
+
+    ``mode`` ``auto`` minimises losses and errors (names with loss, mae, mse, error) and
+    maximises the rest (accuracy, auc).
+
+    >>> EarlyStopping(monitor="val_recommended_auc").direction
+    'max'
+    """
 
     patience: int = Field(default=3, ge=1)
     monitor: str = "val_loss"
+    mode: Literal["auto", "min", "max"] = "auto"
     min_delta: float = Field(default=0.0, ge=0.0)
+
+    @property
+    def direction(self) -> str:
+        if self.mode != "auto":
+            return self.mode
+        lowered = ("loss", "mae", "mse", "error", "crossentropy")
+        return "min" if any(word in self.monitor for word in lowered) else "max"
 
 
 class Train(Strict):

@@ -1,0 +1,35 @@
+# make demo: set up and train the reviews example.   make test: set up and run the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUN ?= runs
+
+.PHONY: demo test lint clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.core: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet -e ".[dev,tensorflow,torch]"
+	touch $@ $(VENV)/.core
+
+demo: $(VENV)/.core
+	$(BIN)/python examples/reviews/prepare.py $(RUN)/reviews-data
+	$(BIN)/plait train examples/reviews/config.yaml --data $(RUN)/reviews-data/train.parquet \
+		--valid $(RUN)/reviews-data/valid.parquet --out $(RUN)/reviews
+	$(BIN)/plait evaluate $(RUN)/reviews --data $(RUN)/reviews-data/test.parquet \
+		--out $(RUN)/reviews-test-metrics.json
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.test
+	$(BIN)/ruff check src tests
+
+clean:
+	rm -rf $(RUN) .pytest_cache
