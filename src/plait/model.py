@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,30 +48,46 @@ class Model:
         self._check_fitted()
         return self.keras_model_
 
-    def fit(self, data: Any, *, validation_data: Any = None, epochs: int | None = None) -> Model:
-        """Fit preprocessing on the training rows, build the Keras model, train it."""
+    def fit(self, data: Any, *, validation_data: Any = None, epochs: int | None = None,
+            checkpoint: str | Path | None = None, resume: bool = False) -> Model:
+        """Fit preprocessing on the training rows, build the Keras model, train it.
+
+        With ``checkpoint`` (a folder), the weights, optimizer state and history are saved
+        after every epoch; ``resume=True`` continues from there after an interruption and
+        ends with the same weights as an uninterrupted run.
+        """
         import keras
 
         from plait.graph import build, compile_model
+        from plait.training import Batches, Part
 
         table = read_table(data)
         train_table, valid_table = self._split(table, validation_data)
-        self.states_ = fit_states(self.spec, train_table)
+        run = Run(Path(checkpoint), self.spec, [table, validation_data]) if checkpoint else None
+        carried = run.resume() if run and resume else None
+        self.states_ = carried["states"] if carried else fit_states(self.spec, train_table)
+        if run and not carried:
+            run.start(self.states_)
         train_x, train_y, train_weights, report = self._training_arrays(train_table)
         validation = None
         if valid_table is not None:
             valid_x, valid_y, valid_weights, _ = self._training_arrays(valid_table)
-            validation = (valid_x, valid_y, valid_weights)
-        keras.utils.set_random_seed(self.spec.train.seed)
+            validation = (valid_x, valid_y, valid_weights) if valid_weights else (valid_x, valid_y)
+        train = self.spec.train
+        keras.utils.set_random_seed(train.seed)
         self.keras_model_ = compile_model(build(self.spec, self.states_), self.spec)
-        history = self.keras_model_.fit(
-            train_x, train_y, sample_weight=train_weights, validation_data=validation,
-            epochs=epochs or self.spec.train.epochs, batch_size=self.spec.train.batch_size,
-            callbacks=self._callbacks(validation is not None), verbose=self.verbose,
+        first_epoch = run.restore(self.keras_model_, carried) if carried else 0
+        batches = Batches([Part(train_x, train_y, train_weights)], train.batch_size, train.seed,
+                          epoch=first_epoch)
+        callbacks, recorder = self._callbacks(batches, validation is not None, run, carried)
+        self.keras_model_.fit(
+            batches, validation_data=validation, validation_batch_size=train.batch_size,
+            epochs=epochs or train.epochs, initial_epoch=first_epoch, callbacks=callbacks, shuffle=False,
+            verbose=self.verbose,
         )
-        self.history_ = {key: [float(v) for v in values] for key, values in history.history.items()}
-        self.data_report_ = {"training_rows": train_table.num_rows, "used_rows": len(train_x[
-            self.spec.inputs[0].name]), "inputs": report}
+        self.history_ = recorder.history
+        self.data_report_ = {"training_rows": train_table.num_rows,
+                             "used_rows": int(len(next(iter(train_x.values())))), "inputs": report}
         self.metrics_ = {}
         if valid_table is not None:
             self.data_report_["validation_rows"] = valid_table.num_rows
@@ -114,18 +131,25 @@ class Model:
         uniform = all(np.all(w == 1.0) for w in weights.values())
         return x, y, None if uniform else weights, encoded.report
 
-    def _callbacks(self, has_validation: bool) -> list[Any]:
-        import keras
+    def _callbacks(self, batches: Any, has_validation: bool, run: Run | None,
+                   carried: dict | None) -> tuple[list[Any], Any]:
+        from plait.training import Checkpoint, EpochOrder, ResumableEarlyStopping
 
-        stopping = self.spec.train.early_stopping
-        if stopping is None:
-            return []
-        monitor = stopping.monitor
-        if not has_validation and monitor.startswith("val_"):
-            monitor = monitor[4:]
-        return [keras.callbacks.EarlyStopping(monitor=monitor, patience=stopping.patience,
-                                              min_delta=stopping.min_delta, mode=stopping.direction,
-                                              restore_best_weights=True)]
+        callbacks: list[Any] = [EpochOrder(batches)]
+        stopping = None
+        config = self.spec.train.early_stopping
+        if config is not None:
+            monitor = config.monitor
+            if not has_validation and monitor.startswith("val_"):
+                monitor = monitor[4:]
+            stopping = ResumableEarlyStopping(
+                carried=carried.get("stopping") if carried else None, monitor=monitor,
+                patience=config.patience, min_delta=config.min_delta, mode=config.direction,
+                restore_best_weights=True)
+            callbacks.append(stopping)
+        history = carried["history"] if carried else {}
+        recorder = Checkpoint(run.folder if run else None, history, stopping)
+        return callbacks + [recorder], recorder
 
     def predict_arrays(self, data: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The model's raw outputs per output name, and the rows the input policies kept."""
@@ -185,6 +209,61 @@ class Model:
     def _check_fitted(self) -> None:
         if not hasattr(self, "keras_model_"):
             raise PlaitError("this model is not trained yet: call fit(data) or plait.load(path)")
+
+
+class Run:
+    """A checkpoint folder: what the run was started with, and how far it got."""
+
+    def __init__(self, folder: Path, spec: Spec, sources: list[Any]) -> None:
+        self.folder = folder
+        self.fingerprint = {"spec": spec.to_dict(), "data": [identity(s) for s in sources]}
+
+    def start(self, states: dict) -> None:
+        from plait.training import clear, write_json
+
+        clear(self.folder)
+        self.folder.mkdir(parents=True)
+        write_json(self.folder / "run.json", {"fingerprint": self.fingerprint, "states": states})
+
+    def resume(self) -> dict | None:
+        """What the interrupted run left: states, history, epochs done; None if nothing."""
+        from plait.training import read_json
+
+        if not (self.folder / "progress.json").is_file():
+            return None
+        started = read_json(self.folder / "run.json")
+        if started["fingerprint"] != json.loads(json.dumps(self.fingerprint)):
+            raise PlaitError(f"{self.folder}: this checkpoint was written for another config or "
+                             "other data; remove it, or train without --resume")
+        return {"states": started["states"], **read_json(self.folder / "progress.json")}
+
+    def restore(self, model: Any, carried: dict) -> int:
+        """Load the checkpointed weights, optimizer and random state; the epoch to continue
+        from."""
+        from plait.training import seed_states
+
+        model.optimizer.build(model.trainable_variables)
+        best = self.folder / "best.weights.h5"
+        if carried.get("stopping") and best.is_file():
+            model.load_weights(best)
+            carried["stopping"]["best_weights"] = model.get_weights()
+        model.load_weights(self.folder / "weights.weights.h5")
+        for state, value in zip(seed_states(model), carried.get("seeds", []), strict=False):
+            state.assign(np.asarray(value, dtype=state.dtype))
+        return int(carried["epoch"])
+
+
+def identity(source: Any) -> Any:
+    """What identifies a data source for a checkpoint: a file's path, size and change time;
+    an in-memory table's shape and schema."""
+    if source is None:
+        return None
+    if isinstance(source, (str, Path)):
+        path = Path(source).resolve()
+        status = path.stat()
+        return [str(path), status.st_size, status.st_mtime_ns]
+    table = read_table(source)
+    return [table.num_rows, str(table.arrow.schema)]
 
 
 def placeholder_states(spec: Spec) -> dict[str, dict]:
