@@ -28,7 +28,13 @@ READERS = {
     ".arrow": "ipc",
     ".feather": "ipc",
     ".ipc": "ipc",
+    ".csv.gz": "csv",
+    ".tsv.gz": "csv",
+    ".txt.gz": "csv",
+    ".jsonl.gz": "json",
+    ".ndjson.gz": "json",
 }
+"""File endings to readers; ``.gz`` files are decompressed as they are read."""
 
 
 @dataclass
@@ -38,13 +44,21 @@ class Table:
     arrow: pa.Table
     source: str = "<table>"
     base_dir: Path = Path(".")
+    origin: np.ndarray | None = None
+    """For a table taken from another, the source row of each of its rows."""
 
     @property
     def num_rows(self) -> int:
         return self.arrow.num_rows
 
     def take(self, rows: np.ndarray) -> Table:
-        return Table(self.arrow.take(pa.array(rows, pa.int64())), self.source, self.base_dir)
+        origin = rows if self.origin is None else self.origin[rows]
+        return Table(self.arrow.take(pa.array(rows, pa.int64())), self.source, self.base_dir,
+                     np.asarray(origin, np.int64))
+
+    def row_number(self, row: int) -> int:
+        """The 1-based data row in the source, for a 0-based row of this table."""
+        return int(row if self.origin is None else self.origin[row]) + 1
 
     def column(self, name: str, used_by: str) -> pa.ChunkedArray:
         if name not in self.arrow.column_names:
@@ -56,7 +70,8 @@ class Table:
 
     def bad_value(self, column: str, row: int, found: Any, expected: str) -> DataError:
         return DataError(
-            f"{self.source}, row {row + 1}, column {column!r}: found {found!r}; expected {expected}"
+            f"{self.source}, row {self.row_number(row)}, column {column!r}: found {found!r}; "
+            f"expected {expected}"
         )
 
     def numbers(self, name: str, used_by: str) -> np.ndarray:
@@ -141,10 +156,11 @@ def read_file(path: Path) -> Table:
         raise DataError(f"{path}: no such file")
     if path.is_dir():
         raise DataError(f"{path}: is a folder; expected a data file")
-    reader = READERS.get(path.suffix.lower())
+    ending = file_ending(path)
+    reader = READERS.get(ending)
     if reader is None:
         allowed = ", ".join(sorted(READERS))
-        raise DataError(f"{path}: unknown file type {path.suffix!r}; expected one of {allowed}")
+        raise DataError(f"{path}: unknown file type {ending or path.name!r}; expected one of {allowed}")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty; expected a header and data rows")
     try:
@@ -156,12 +172,23 @@ def read_file(path: Path) -> Table:
     return Table(arrow, str(path), path.resolve().parent)
 
 
+def file_ending(path: Path) -> str:
+    """The ending that names the format: ``.csv`` for ``a.csv``, ``.csv.gz`` for ``a.csv.gz``."""
+    known = [ending for ending in READERS if path.name.lower().endswith(ending)]
+    return max(known, key=len) if known else path.suffix.lower()
+
+
 def _read(path: Path, reader: str) -> pa.Table:
     if reader == "csv":
         from pyarrow import csv
 
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        return csv.read_csv(path, parse_options=csv.ParseOptions(delimiter=delimiter))
+        delimiter = "\t" if file_ending(path).startswith(".tsv") else ","
+        parse = csv.ParseOptions(delimiter=delimiter)
+        table = csv.read_csv(path, parse_options=parse)
+        if _headerless(table.column_names):
+            generated = csv.ReadOptions(autogenerate_column_names=True)
+            table = csv.read_csv(path, read_options=generated, parse_options=parse)
+        return table
     if reader == "parquet":
         import pyarrow.parquet as pq
 
@@ -174,6 +201,15 @@ def _read(path: Path, reader: str) -> pa.Table:
 
     with ipc.open_file(path) as file:
         return file.read_all()
+
+
+def _headerless(names: list[str]) -> bool:
+    """A first row of numbers only is data, not a header: its columns are named f0, f1, ..."""
+    try:
+        [float(name) for name in names]
+    except ValueError:
+        return False
+    return True
 
 
 def _first_line(error: Exception) -> str:

@@ -12,14 +12,21 @@ OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSpro
 
 
 def build(spec: Spec, states: dict[str, dict]) -> Any:
-    """One ``keras.Input`` per input, a branch each, the merge nodes, the head, the outputs."""
+    """One ``keras.Input`` per input, a branch each, the merge nodes, the head, the outputs.
+
+    An ``optional`` input also gets a presence-mask input that multiplies its branch.
+    """
     import keras
 
     inputs = {
         s.name: keras.Input(shape=s.input_shape(states[s.name]), dtype=s.input_dtype, name=s.name)
         for s in spec.inputs
     }
+    masks = {s.name: keras.Input(shape=(1,), name=s.mask_name) for s in spec.inputs if s.optional}
     tensors = {s.name: s.branch(inputs[s.name], states[s.name]) for s in spec.inputs}
+    for name, mask in masks.items():
+        tensors[name] = keras.layers.Multiply(name=f"{name}_masked")([tensors[name], mask])
+    inputs.update({mask.name: mask for mask in masks.values()})
     for index, node in enumerate(spec.merge_nodes):
         sources = spec.node_sources(node)
         if len(sources) == 1:

@@ -42,13 +42,15 @@ def encode_inputs(spec: Spec, states: dict[str, dict], table: Table) -> Encoded:
         if count and input_spec.missing == "error":
             row = int(np.flatnonzero(missing)[0])
             raise DataError(
-                f"{table.source}, row {row + 1}, column {input_spec.source!r}: found a missing or "
-                f"non-finite value; expected a value (inputs[{index}].missing is 'error'; "
+                f"{table.source}, row {table.row_number(row)}, column {input_spec.source!r}: found a "
+                f"missing or non-finite value; expected a value (inputs[{index}].missing is 'error'; "
                 f"{count} row(s) affected; set it to 'fill' or 'skip' to accept them)"
             )
         if input_spec.missing == "skip":
             kept &= ~missing
         arrays[input_spec.name] = encoded.values
+        if input_spec.optional:
+            arrays[input_spec.mask_name] = (~missing).astype(np.float32).reshape(-1, 1)
         report[input_spec.name] = {"missing": count, "policy": input_spec.missing,
                                    "unseen": encoded.unseen}
     return Encoded(arrays, kept, report)

@@ -90,6 +90,9 @@ class Train(Strict):
 class Spec(Strict):
     """A whole model: inputs, merge node(s), head, outputs, training.
 
+    ``merge: []`` declares no merge at all: each output then reads one input branch with
+    ``from`` (independent predictions from separate inputs).
+
     >>> spec = Spec.model_validate({
     ...     "inputs": [{"name": "age", "type": "number"}, {"name": "city", "type": "category"}],
     ...     "outputs": [{"name": "bought", "type": "binary"}],
@@ -170,6 +173,12 @@ def format_errors(error: ValidationError, raw: dict) -> str:
             lines.append(f"  {path}: unknown key; allowed keys here: {allowed}")
         elif item["type"] == "missing":
             lines.append(f"  {path}: missing; this key is required")
+        elif item["type"] == "union_tag_invalid":
+            tags = item.get("ctx", {}).get("expected_tags")
+            lines.append(f"  {path}.type: found {_show(item['ctx'].get('tag'))}; expected one of {tags}")
+        elif item["type"] == "union_tag_not_found":
+            kinds = INPUT_TYPES if item["loc"][0] == "inputs" else OUTPUT_TYPES
+            lines.append(f"  {path}.type: missing; expected one of {', '.join(map(repr, kinds))}")
         else:
             found = item.get("input")
             lines.append(f"  {path}: found {_show(found)}; {_expected(item)}")
@@ -255,10 +264,6 @@ def _show(value: Any) -> str:
 def _expected(item: dict) -> str:
     message = item["msg"]
     context = item.get("ctx") or {}
-    if item["type"] == "union_tag_invalid":
-        return f"expected type one of {context.get('expected_tags')}"
-    if item["type"] == "union_tag_not_found":
-        return f"expected a 'type' key, one of {context.get('discriminator')}"
     if item["type"] == "literal_error":
         return f"expected one of {context.get('expected')}"
     if item["type"] == "string_pattern_mismatch":
@@ -269,7 +274,8 @@ def _expected(item: dict) -> str:
 def check_references(spec: Spec, where: str = "config") -> None:
     """What pydantic cannot see: unique names, merges and outputs naming things that exist,
     inputs that reach an output, targets that are not also inputs."""
-    problems = _duplicate_names(spec) + _merge_references(spec) + _output_references(spec)
+    problems = _duplicate_names(spec) + _mask_names(spec) + _merge_references(spec)
+    problems += _output_references(spec) + _unmerged(spec)
     problems += _leaks(spec) + _unreached(spec)
     if problems:
         raise ConfigError(f"{where}: invalid config\n" + "\n".join(f"  {p}" for p in problems))
@@ -304,13 +310,51 @@ def _merge_references(spec: Spec) -> list[str]:
                                 f"input or an earlier merge node: {known}")
         sources = spec.node_sources(node)
         if len(sources) < 2 and (node.inputs is not None or len(spec.inputs) > 1):
-            problems.append(f"{path}.inputs: found {sources}; a {node.strategy} merge needs at "
+            article = "an" if node.strategy[0] in "aeiou" else "a"
+            problems.append(f"{path}.inputs: found {sources}; {article} {node.strategy} merge needs at "
                             "least two branches (a single branch needs no merge: let the "
-                            "output read it with 'from')")
+                            "output read it with 'from')" + _reduce_hint(spec, node, sources))
         if len(set(sources)) != len(sources):
             problems.append(f"{path}.inputs: found {sources}; each branch may be named once")
         known.append(node.name)
     return problems
+
+
+def _reduce_hint(spec: Spec, node: MergeNode, sources: list[str]) -> str:
+    """Averaging one vector is averaging its elements: that is the input's ``reduce``."""
+    vectors = {s.name: i for i, s in enumerate(spec.inputs) if s.type == "vector"}
+    if node.strategy not in ("average", "maximum") or len(sources) != 1 or sources[0] not in vectors:
+        return ""
+    how = "mean" if node.strategy == "average" else "max"
+    return (f"; to take the {how} of the elements of vector input {sources[0]!r}, set "
+            f"inputs[{vectors[sources[0]]}].reduce: {how}")
+
+
+def _mask_names(spec: Spec) -> list[str]:
+    """An optional input's presence mask is declared by plait, never by the config."""
+    masks = {s.mask_name: i for i, s in enumerate(spec.inputs) if s.optional}
+    named = [(f"inputs[{i}].name", s.name) for i, s in enumerate(spec.inputs)]
+    named += [(f"{spec.merge_path(i)}.name", n.name) for i, n in enumerate(spec.merge_nodes)]
+    named += [(f"outputs[{i}].name", s.name) for i, s in enumerate(spec.outputs)]
+    return [
+        f"{path}: found {name!r}, the name of the presence mask that plait adds for "
+        f"inputs[{masks[name]}] (optional: true); remove it or rename it: plait declares the "
+        "mask input itself and fills it from the rows where that input is missing"
+        for path, name in named
+        if name in masks
+    ]
+
+
+def _unmerged(spec: Spec) -> list[str]:
+    """With ``merge: []`` there is no trunk: every output must read a branch itself."""
+    if spec.merge_nodes:
+        return []
+    return [
+        f"outputs[{i}].from: missing; with merge: [] (no merge node) each output must read an "
+        f"input with 'from': {[s.name for s in spec.inputs]}"
+        for i, out in enumerate(spec.outputs)
+        if out.reads is None
+    ]
 
 
 def _output_references(spec: Spec) -> list[str]:
@@ -338,7 +382,8 @@ def _unreached(spec: Spec) -> list[str]:
         return []
     feeds = {node.name: spec.node_sources(node) for node in spec.merge_nodes}
     reached: set[str] = set()
-    pending = [out.reads or spec.main_node.name for out in spec.outputs]
+    main = spec.main_node.name if spec.merge_nodes else None
+    pending = [name for name in (out.reads or main for out in spec.outputs) if name]
     while pending:
         name = pending.pop()
         if name not in reached:
@@ -349,9 +394,11 @@ def _unreached(spec: Spec) -> list[str]:
         "an output's 'from'"
         for i, s in enumerate(spec.inputs) if s.name not in reached
     ]
+    implicit = "merge" not in spec.model_fields_set
     problems += [
         f"{spec.merge_path(i)}: node {n.name!r} feeds no output; expected an output to read it "
-        "or a later node to merge it"
+        "or a later node to merge it" + ("; every output reads 'from', so set merge: [] for a "
+                                         "model without a merge" if implicit else "")
         for i, n in enumerate(spec.merge_nodes) if n.name not in reached
     ]
     return problems

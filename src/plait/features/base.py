@@ -25,11 +25,16 @@ class InputType(Strict):
 
     Subclasses set ``type`` (a Literal), implement ``fit``, ``encode``, ``input_shape`` and
     ``encoding_layers``; the base adds the branch's own dense ``layers`` after the encoder.
+
+    ``optional: true`` gives the model a second input, ``<name>_mask`` (1 where the value is
+    present, 0 where it is missing), and multiplies the branch by it, so an absent value
+    contributes nothing. Missing rows are kept (with ``missing: fill``) and their mask is 0.
     """
 
     name: Name
     column: str | None = None
     missing: MissingPolicy = "fill"
+    optional: bool = False
     layers: list[Units] = []
     activation: Activation = "relu"
     dropout: Rate = 0.0
@@ -39,6 +44,11 @@ class InputType(Strict):
     @property
     def source(self) -> str:
         return self.column or self.name
+
+    @property
+    def mask_name(self) -> str:
+        """The model input that says, per row, whether this (optional) input is present."""
+        return f"{self.name}_mask"
 
     def source_columns(self) -> list[str]:
         return [self.source]

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 from plait.errors import DataError
 from plait.features.base import Encoded, InputType
 
+
 def two_levels(values: pa.ChunkedArray, positive: str | None, where: str) -> list[str]:
     """The two labels of a binary column, negative first.
 

@@ -18,11 +18,13 @@ PAD, UNKNOWN = 0, 1
 
 
 def words(text: pa.ChunkedArray, lowercase: bool) -> pa.Array:
-    """Each row's list of word tokens: letters, digits and apostrophes; the rest separates."""
+    """Each row's list of word tokens: letters, digits and apostrophes; the rest separates.
+    An empty text is one empty token, which no vocabulary holds."""
     text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
     if lowercase:
         text = pc.utf8_lower(text)
-    return pc.utf8_split_whitespace(pc.replace_substring_regex(text, r"[^\w']+", " "))
+    spaced = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"[^\w']+", " "))
+    return pc.utf8_split_whitespace(spaced)
 
 
 class TextInput(InputType):
@@ -50,7 +52,8 @@ class TextInput(InputType):
     def fit(self, table: Any) -> dict:
         text = table.strings(self.source, self.describe_use())
         tokens = words(text, self.lowercase)
-        vocabulary = fit_vocabulary(pc.list_flatten(tokens), self.min_frequency,
+        flat = pc.list_flatten(tokens)
+        vocabulary = fit_vocabulary(pc.filter(flat, pc.not_equal(flat, "")), self.min_frequency,
                                     self.vocabulary_size - 2)
         length = self.length
         if length is None:
@@ -63,9 +66,11 @@ class TextInput(InputType):
         tokens = words(text, self.lowercase)
         rows, length = len(tokens), state["length"]
         owner = pc.list_parent_indices(tokens).to_numpy()
-        ids = lookup(pc.list_flatten(tokens), state["vocabulary"], offset=2)
+        flat = pc.list_flatten(tokens)
+        ids = lookup(flat, state["vocabulary"], offset=2)
         unseen = ids == 0
         ids[unseen] = UNKNOWN
+        unseen &= pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
         position = positions(owner, rows)
         kept = position < length
         out = np.zeros((rows, length), np.int32)

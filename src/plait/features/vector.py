@@ -21,10 +21,14 @@ class VectorInput(InputType):
     by default the input's name; nested lists are flattened row-major). ``shape`` declares
     a multi-dimensional input, e.g. ``[10, 5]``: the model's input has that shape and the
     branch flattens it. ``size`` is checked when given and inferred otherwise. Each
-    element is scaled with its own training statistics.
+    element is scaled with its own training statistics. ``reduce: mean`` (or ``max``)
+    collapses the vector to one number, the mean (or maximum) of its elements, before the
+    branch's ``layers`` (several readings of one quantity, averaged).
 
     >>> VectorInput(name="readings", shape=[10, 5]).input_shape({"size": 50})
     (10, 5)
+    >>> VectorInput(name="sensors", size=3, reduce="mean").reduce
+    'mean'
     """
 
     type: Literal["vector"] = "vector"
@@ -32,6 +36,7 @@ class VectorInput(InputType):
     size: int | None = Field(default=None, gt=0)
     shape: list[int] | None = Field(default=None, min_length=1)
     scale: Literal["standard", "minmax", "none"] = "standard"
+    reduce: Literal["none", "mean", "max"] = "none"
 
     @model_validator(mode="after")
     def _consistent(self) -> VectorInput:
@@ -110,11 +115,16 @@ class VectorInput(InputType):
         return {"size": size, "fill": [0.0] * size, "shift": [0.0] * size, "divide": [1.0] * size}
 
     def encoding_layers(self, x: Any, state: dict) -> Any:
-        if not self.shape or len(self.shape) == 1:
-            return x
         from keras import layers
 
-        return layers.Reshape((math.prod(self.shape),), name=f"{self.name}_reshape")(x)
+        size = math.prod(self.input_shape(state))
+        if self.reduce != "none":
+            x = layers.Reshape((size, 1), name=f"{self.name}_elements")(x)
+            pool = layers.GlobalAveragePooling1D if self.reduce == "mean" else layers.GlobalMaxPooling1D
+            return pool(name=f"{self.name}_{self.reduce}")(x)
+        if not self.shape or len(self.shape) == 1:
+            return x
+        return layers.Reshape((size,), name=f"{self.name}_reshape")(x)
 
 
 def _row_counts(owners: list[np.ndarray], rows: int) -> np.ndarray:

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow.compute as pc
+from pydantic import Field
 
 from plait.errors import DataError
 from plait.features.vocabulary import fit_vocabulary, lookup
@@ -17,14 +18,20 @@ from plait.targets.labels import label_kind, restore
 class CategoryOutput(OutputType):
     """One class out of several, learned with sparse categorical cross-entropy.
 
-    Labels are those seen in training. ``class_weight: balanced`` weights each class by
+    Labels are those seen in training. ``classes``, when given, is their number: checked
+    against the training data, and used to size the model before any data is seen
+    (``plait describe``, ``plait code``). ``class_weight: balanced`` weights each class by
     its inverse frequency. Predictions give the label and ``<name>_proba_<label>`` per class.
 
     >>> CategoryOutput(name="species").output_activation()
     'softmax'
+    >>> digit = CategoryOutput(name="digit", classes=10)
+    >>> digit.units(digit.placeholder_state())
+    10
     """
 
     type: Literal["category"] = "category"
+    classes: int | None = Field(default=None, ge=2, le=1_000_000)
     class_weight: Literal["balanced"] | dict[str, float] | None = None
 
     def fit(self, table: Any) -> dict:
@@ -34,6 +41,10 @@ class CategoryOutput(OutputType):
         if len(labels) < 2:
             raise DataError(f"{table.source}, column {self.source!r}: found {len(labels)} distinct "
                             "label(s); expected at least two classes")
+        if self.classes is not None and len(labels) != self.classes:
+            raise DataError(f"{table.source}, column {self.source!r}: found {len(labels)} distinct "
+                            f"labels {labels[:20]}; expected {self.classes} (output "
+                            f"{self.name!r}, classes)")
         kind = label_kind(column)
         labels = sorted(labels, key=int) if kind == "int" else sorted(labels)
         index = lookup(strings, labels, offset=0)
@@ -93,4 +104,6 @@ class CategoryOutput(OutputType):
         return scores
 
     def placeholder_state(self) -> dict:
-        return {"labels": ["0", "1"], "kind": "int", "frequency": [0.5, 0.5]}
+        count = self.classes or 2
+        return {"labels": [str(i) for i in range(count)], "kind": "int",
+                "frequency": [1.0 / count] * count}
