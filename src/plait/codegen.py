@@ -1,0 +1,457 @@
+"""``plait code``: a config, or a trained bundle, as a plain Keras functional-API script.
+
+The script is written from the Keras model plait itself builds, so it has exactly plait's
+layers, shapes and parameters; it reads like hand-written code: one ``keras.Input`` per
+input, a variable per branch, the merge, the head, the outputs, ``keras.Model`` and
+``compile``, each layer call with only its non-default arguments and its plait name.
+Preprocessing is not part of it: the model takes arrays encoded as plait encodes them.
+
+>>> from plait.spec import load_spec
+>>> spec = load_spec({"inputs": [{"name": "a", "type": "vector", "size": 3, "layers": [4]},
+...                              {"name": "b", "type": "number"}],
+...                   "outputs": [{"name": "y", "type": "binary"}]})
+>>> print([line for line in generate(spec).splitlines() if "layers.Dense(4" in line][0])
+a_features = layers.Dense(4, activation="relu", name="a_dense_1")(a)
+"""
+
+from __future__ import annotations
+
+import inspect
+import keyword
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plait.errors import PlaitError
+from plait.spec import Spec
+
+RESERVED = {"keras", "layers", "model", "os", "WEIGHTS"}
+WIDTH = 99
+SKIPPED_KEYS = {"name", "build_config", "compile_config"}
+
+
+class CodegenError(PlaitError):
+    """The model holds something plait code cannot write as plain Keras."""
+
+
+def generate(spec: Spec, states: dict[str, dict] | None = None, *, weights: str | Path | None = None,
+             source: str | None = None) -> str:
+    """The Python source of a script that builds (and, given ``weights``, loads) the model.
+
+    ``states`` are fitted preprocessing states; without them the sizes are the config's
+    own (declared or default: the same as ``plait describe`` without data). ``weights`` is
+    a ``.keras`` file whose weights the script loads; ``source`` names the config or
+    bundle in the script's docstring.
+    """
+    from plait.graph import build
+    from plait.model import placeholder_states
+
+    fitted = states is not None
+    model = build(spec, states if fitted else placeholder_states(spec))
+    states = states if fitted else placeholder_states(spec)
+    return _Writer(spec, states, model).script(fitted, weights, source)
+
+
+def generate_for(target: Path, data: Path | None = None) -> str:
+    """The script for a config file (sizes fitted on ``data`` when given) or a bundle directory
+    (its fitted sizes, and its trained weights)."""
+    from plait.model import load
+    from plait.spec import load_spec
+
+    if target.is_dir():
+        model = load(target)
+        return generate(model.spec, model.states_, weights=(target / "model.keras").resolve(),
+                        source=f"the trained bundle {target}")
+    spec = load_spec(target)
+    states = None
+    if data is not None:
+        from plait.data import read_table
+        from plait.preprocess import fit_states
+
+        states = fit_states(spec, read_table(data))
+    return generate(spec, states, source=f"the config {target}" + (f", fitted on {data}" if data else ""))
+
+
+@dataclass
+class _Writer:
+    """Walks plait's Keras model in plait's own order and writes each layer call."""
+
+    spec: Spec
+    states: dict[str, dict]
+    model: Any
+    names: dict[int, str] = field(default_factory=dict)  # id(tensor) -> variable holding it
+    holders: dict[str, Any] = field(default_factory=dict)  # variable -> tensor it holds now
+    streams: dict[str, str] = field(default_factory=dict)  # stream -> its variable
+    claimed: set[str] = field(default_factory=set)
+    last_use: dict[int, int] = field(default_factory=dict)  # id(tensor) -> last reader's position
+    position: int = 0  # the layer being written, counted from 1
+
+    def script(self, fitted: bool, weights: str | Path | None, source: str | None) -> str:
+        order = self.order()
+        self.last_use = self.uses(order)
+        for name in self.public_names():
+            self.claimed.add(_identifier(name))
+        body = [line for owner_layers in order for line in self.section(*owner_layers)]
+        return "\n".join(self.header(fitted, weights, source) + body + self.footer(weights)) + "\n"
+
+    # -- order -------------------------------------------------------------------------
+
+    def public_names(self) -> list[str]:
+        names = [s.name for s in self.spec.inputs] + [s.mask_name for s in self.spec.inputs if s.optional]
+        names += [n.name for n in self.spec.merge_nodes] + [out.name for out in self.spec.outputs]
+        return names
+
+    def order(self) -> list[tuple[str, str, list[Any]]]:
+        """Sections (kind, owner, layers) in the order plait's graph builds them; each
+        section's layers in the model's topological order."""
+        from plait.graph import layer_groups
+
+        groups = layer_groups(self.spec, self.model)
+        inputs = [layer for layer in self.model.layers if _is_input(layer)]
+        by_name = {layer.name: layer for layer in inputs}
+        wanted = []
+        for s in self.spec.inputs:
+            wanted += [s.name] + ([s.mask_name] if s.optional else [])
+        sections = [("inputs", "", [by_name[name] for name in wanted if name in by_name])]
+        for s in self.spec.inputs:
+            sections.append(("branch", s.name, _non_input(groups.get(s.name, []))))
+        for node in self.spec.merge_nodes:
+            sections.append(("merge", node.name, groups.get(node.name, [])))
+        head_done = False
+        for out in self.spec.outputs:
+            if out.reads is None and not head_done:
+                sections.append(("head", "head", groups.get("head", [])))
+                head_done = True
+            sections.append(("output", out.name, groups.get(out.name, [])))
+        placed = [layer for _, _, layers in sections for layer in layers]
+        if len(placed) != len(self.model.layers) or not _topological(placed):
+            return [("layers", "", list(self.model.layers))]
+        return [section for section in sections if section[2]]
+
+    def uses(self, order: list[tuple[str, str, list[Any]]]) -> dict[int, int]:
+        """For each tensor, the position of the last layer that reads it (outputs: the end)."""
+        last: dict[int, int] = {}
+        position = 0
+        for _, _, layers in order:
+            for layer in layers:
+                position += 1
+                for tensor in _arguments(layer)[1]:
+                    last[id(tensor)] = position
+        for tensor in self.model.outputs:
+            last[id(tensor)] = position + 1
+        self.position = 0
+        return last
+
+    # -- sections ----------------------------------------------------------------------
+
+    def section(self, kind: str, owner: str, layers: list[Any]) -> list[str]:
+        lines = ["", f"# {self.title(kind, owner)}"]
+        for layer in layers:
+            self.position += 1
+            if _is_input(layer):
+                lines += self.input_line(layer)
+                continue
+            call, tensors, listed = _arguments(layer)
+            inputs = [self.names[id(t)] for t in tensors]
+            argument = f"[{', '.join(inputs)}]" if listed else inputs[0]
+            variable = self.assign(layer, kind, owner, tensors)
+            lines += _wrap(f"{variable} = ", _layer_call(layer), f"({argument})")
+        return lines
+
+    def title(self, kind: str, owner: str) -> str:
+        if kind == "inputs":
+            return "Inputs: one per config input, fed with arrays encoded as plait encodes them."
+        if kind == "branch":
+            spec = next(s for s in self.spec.inputs if s.name == owner)
+            return f"Branch of input {owner!r} ({spec.type})."
+        if kind == "merge":
+            node = next(n for n in self.spec.merge_nodes if n.name == owner)
+            sources = ", ".join(self.spec.node_sources(node))
+            return f"Merge node {owner!r}: {node.strategy} of {sources}."
+        if kind == "head":
+            return "Head: the shared layers after the merge."
+        if kind == "output":
+            out = next(o for o in self.spec.outputs if o.name == owner)
+            reads = out.reads or ("the head" if self.spec.head.layers else self.spec.main_node.name)
+            return f"Output {owner!r} ({out.type}), reading {reads}."
+        return "Layers."
+
+    def input_line(self, layer: Any) -> list[str]:
+        tensor = layer.output
+        variable = _identifier(layer.name)
+        self.claimed.add(variable)
+        self.bind(variable, tensor)
+        shape = tuple(tensor.shape[1:])
+        dtype = "" if tensor.dtype == "float32" else f", dtype={_literal(tensor.dtype)}"
+        line = f"{variable} = keras.Input(shape={_literal(shape)}{dtype}, name={_literal(layer.name)})"
+        return [f"# {self.input_note(layer.name)}", line]
+
+    def input_note(self, name: str) -> str:
+        for s in self.spec.inputs:
+            if name == s.name:
+                return f"{name}: {_encoding(s, self.states[s.name])}"
+            if s.optional and name == s.mask_name:
+                return f"{name}: 1.0 where {s.name} is present, 0.0 where it is missing"
+        return name
+
+    def assign(self, layer: Any, kind: str, owner: str, tensors: list[Any]) -> str:
+        """The variable for this layer's output: its stream's variable when that may be
+        overwritten (hand-written style: ``x = layer(x)``), else the layer's own name."""
+        stream = {"branch": f"{owner}_features", "merge": owner, "head": "head",
+                  "output": owner}.get(kind, layer.name)
+        if stream not in self.streams:
+            self.streams[stream] = self.fresh(_identifier(stream), stream in self.public_names())
+        variable = self.streams[stream]
+        if not self.free(variable):
+            variable = self.fresh(_identifier(layer.name), False)
+        self.bind(variable, layer.output)
+        return variable
+
+    def fresh(self, wanted: str, public: bool) -> str:
+        if public or wanted not in self.claimed:
+            self.claimed.add(wanted)
+            return wanted
+        number = 2
+        while f"{wanted}_{number}" in self.claimed:
+            number += 1
+        self.claimed.add(f"{wanted}_{number}")
+        return f"{wanted}_{number}"
+
+    def free(self, variable: str) -> bool:
+        """Whether the tensor this variable holds is no longer needed after this layer."""
+        held = self.holders.get(variable)
+        return held is None or self.last_use.get(id(held), 0) <= self.position
+
+    def bind(self, variable: str, tensor: Any) -> None:
+        self.holders[variable] = tensor
+        self.names[id(tensor)] = variable
+
+    # -- header and footer -------------------------------------------------------------
+
+    def header(self, fitted: bool, weights: str | Path | None, source: str | None) -> list[str]:
+        import textwrap
+
+        described = (source or "a plait config").replace("\\", "/").replace('"', "'")
+        sizes = ("Sizes come from the fitted preprocessing." if fitted else
+                 "Sizes that depend on data (vocabularies, category counts, inferred lengths) "
+                 "are the config's declared or default values; `plait code CONFIG --data FILE` "
+                 "fits them.")
+        paragraphs = [
+            f"Keras functional-API model for {described}, written by `plait code`.",
+            "It builds the same network as plait: the same layers, names, shapes and "
+            "parameters. Preprocessing is not part of this script: each input takes the array "
+            "plait's encoder makes from its column (scaled numbers, category and token "
+            "indices, pixels in [0, 1]), as the comments on the inputs say. " + sizes,
+        ]
+        if weights is not None:
+            paragraphs.append("The trained weights are loaded from the bundle's model.keras "
+                              "(WEIGHTS below).")
+        doc = "\n\n".join(textwrap.fill(text, 88) for text in paragraphs)
+        lines = ['"""' + doc, '"""', "", "import os", "",
+                 "# plait runs Keras on JAX unless KERAS_BACKEND says otherwise.",
+                 'os.environ.setdefault("KERAS_BACKEND", "jax")', "",
+                 "import keras  # noqa: E402",
+                 "from keras import layers  # noqa: E402"]
+        if weights is not None:
+            lines += ["", f"WEIGHTS = {_literal(str(weights))}"]
+        return lines
+
+    def footer(self, weights: str | Path | None) -> list[str]:
+        inputs = {name: self.names[id(self.model.input[name])] for name in self._input_names()}
+        outputs = {out.name: self.names[id(self.model.output[out.name])] for out in self.spec.outputs}
+        lines = ["", "model = keras.Model("]
+        lines += _mapping_lines("    inputs=", inputs)
+        lines += _mapping_lines("    outputs=", outputs)
+        lines += [f"    name={_literal(self.model.name)},", ")"]
+        if weights is not None:
+            lines += ["", "# The trained weights saved by `plait train`; the layers above match them "
+                      "one to one.", "model.load_weights(WEIGHTS)"]
+        lines += [""] + self.compile_lines()
+        train = self.spec.train
+        lines += ["", "# Train on encoded arrays as plait does: x maps each input name above to its "
+                  "array,", "# y each output name to its encoded targets.",
+                  f"# model.fit(x, y, epochs={train.epochs}, batch_size={train.batch_size})"]
+        lines += ["", 'if __name__ == "__main__":', "    model.summary()"]
+        return lines
+
+    def _input_names(self) -> list[str]:
+        names = []
+        for s in self.spec.inputs:
+            names += [s.name] + ([s.mask_name] if s.optional else [])
+        return names
+
+    def compile_lines(self) -> list[str]:
+        from plait.graph import OPTIMIZERS
+
+        train = self.spec.train
+        optimizer = f"keras.optimizers.{OPTIMIZERS[train.optimizer]}(learning_rate={train.learning_rate!r})"
+        losses = {out.name: _object(out.keras_loss(), "losses") for out in self.spec.outputs}
+        weights = {out.name: repr(float(out.weight)) for out in self.spec.outputs}
+        metrics = {out.name: "[" + ", ".join(_object(m, "metrics") for m in out.keras_metrics()) + "]"
+                   for out in self.spec.outputs}
+        lines = ["model.compile(", f"    optimizer={optimizer},"]
+        for key, value in (("loss", losses), ("loss_weights", weights), ("metrics", metrics)):
+            lines += _mapping_lines(f"    {key}=", value)
+        return lines + [")"]
+
+
+# -- layers -----------------------------------------------------------------------------
+
+
+def _is_input(layer: Any) -> bool:
+    return type(layer).__name__ == "InputLayer"
+
+
+def _non_input(layers: list[Any]) -> list[Any]:
+    return [layer for layer in layers if not _is_input(layer)]
+
+
+def _arguments(layer: Any) -> tuple[Any, list[Any], bool]:
+    """The node calling this layer, the tensors it reads, and whether they came as a list."""
+    if _is_input(layer):
+        return None, [], False
+    nodes = layer._inbound_nodes
+    if len(nodes) != 1:
+        raise CodegenError(f"layer {layer.name!r} is called {len(nodes)} times; plait code writes "
+                           "layers called once")
+    node = nodes[0]
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    if len(args) != 1 or set(kwargs) - {"mask", "training"}:
+        raise CodegenError(f"layer {layer.name!r} is called with arguments plait code cannot write")
+    first = args[0]
+    listed = isinstance(first, (list, tuple))
+    return node, list(first) if listed else [first], listed
+
+
+def _topological(layers: list[Any]) -> bool:
+    seen: set[int] = set()
+    for layer in layers:
+        if any(id(t) not in seen for t in _arguments(layer)[1]):
+            return False
+        seen.add(id(layer.output))
+    return True
+
+
+def _layer_call(layer: Any, named: bool = True) -> str:
+    """``layers.Class(required, non_default=..., name=...)`` for a built-in Keras layer."""
+    import keras
+
+    cls = type(layer)
+    if getattr(keras.layers, cls.__name__, None) is not cls:
+        raise CodegenError(f"layer {layer.name!r} is a {cls.__module__}.{cls.__name__}, not a "
+                           "built-in Keras layer; plait code writes built-in layers only")
+    config = layer.get_config()
+    if cls.__name__ == "Bidirectional":
+        arguments = [_layer_call(layer.forward_layer, named=False)]
+        skip = {"layer", "backward_layer"}
+        default = cls(keras.layers.LSTM(1)).get_config()
+    else:
+        arguments, skip, default = _required(cls, config)
+    for key, value in config.items():
+        if key in SKIPPED_KEYS or key in skip or (key in default and default[key] == value):
+            continue
+        arguments.append(f"{key}={_literal(value)}")
+    if named:
+        arguments.append(f"name={_literal(layer.name)}")
+    return f"layers.{cls.__name__}({', '.join(arguments)})"
+
+
+def _required(cls: type, config: dict) -> tuple[list[str], set[str], dict]:
+    """Positional arguments for the constructor's required parameters (and any parameter a
+    default instance cannot do without), the keys they cover, and a default instance's
+    config to compare the rest with."""
+    parameters = [p for name, p in inspect.signature(cls.__init__).parameters.items()
+                  if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    required = [p.name for p in parameters if p.default is inspect.Parameter.empty]
+    given = {name: config[name] for name in required}
+    try:
+        default = cls(**given).get_config()
+    except (TypeError, ValueError):
+        extra = {p.name: config[p.name] for p in parameters
+                 if p.default is None and config.get(p.name) is not None}
+        try:
+            default = cls(**given, **extra).get_config()
+        except (TypeError, ValueError) as error:
+            raise CodegenError(f"cannot write a {cls.__name__} layer: {error}") from None
+        return ([_literal(given[n]) for n in required] + [f"{k}={_literal(v)}" for k, v in extra.items()],
+                set(given) | set(extra), default)
+    return [_literal(given[name]) for name in required], set(given), default
+
+
+def _object(value: Any, module: str) -> str:
+    """A loss or metric: a string stays a string; an object becomes its constructor call."""
+    if isinstance(value, str):
+        return _literal(value)
+    name = getattr(value, "name", None)
+    return f"keras.{module}.{type(value).__name__}(" + (f"name={_literal(name)}" if name else "") + ")"
+
+
+def _literal(value: Any) -> str:
+    """Python source for a config value, strings in double quotes."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple):
+        items = ", ".join(_literal(v) for v in value)
+        return f"({items},)" if len(value) == 1 else f"({items})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        if "class_name" in value and "module" in value:
+            return f"keras.saving.deserialize_keras_object({_mapping_literal(value)})"
+        return _mapping_literal(value)
+    return repr(value)
+
+
+def _mapping_literal(value: dict) -> str:
+    return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+
+
+def _mapping_lines(prefix: str, value: dict[str, str]) -> list[str]:
+    """``prefix{key: value, ...},`` for values that are already source text: one line, or
+    one entry a line when that is too long."""
+    entries = [f"{_literal(k)}: {v}" for k, v in value.items()]
+    line = prefix + "{" + ", ".join(entries) + "},"
+    if len(line) <= WIDTH:
+        return [line]
+    indent = " " * (len(prefix) - len(prefix.lstrip()))
+    return [prefix + "{", *(f"{indent}    {entry}," for entry in entries), indent + "},"]
+
+
+def _identifier(name: str) -> str:
+    return f"{name}_" if keyword.iskeyword(name) or name in RESERVED else name
+
+
+def _wrap(prefix: str, call: str, suffix: str, indent: str = "") -> list[str]:
+    """One line, or the call's arguments on their own indented line when it is too long."""
+    line = prefix + call + suffix
+    if len(line) <= WIDTH or "(" not in call and "{" not in call:
+        return [line]
+    opening = min(i for i in (call.find("("), call.find("{")) if i >= 0)
+    closing = call[-1]
+    inner = call[opening + 1:-1]
+    return [prefix + call[:opening + 1], f"{indent}    {inner}", f"{indent}{closing}{suffix}"]
+
+
+def _encoding(spec: Any, state: dict) -> str:
+    """What the encoded array of an input holds, in words."""
+    scale = getattr(spec, "scale", None)
+    scaled = {"standard": "standardised", "minmax": "scaled to [0, 1]", "none": "as given"}.get(scale, "")
+    if spec.type == "number":
+        return f"one number, {scaled} (missing values filled)"
+    if spec.type == "vector":
+        size = state.get("size")
+        reduce = getattr(spec, "reduce", "none")
+        reduced = f"; the model takes their {reduce}" if reduce != "none" else ""
+        return f"{size} numbers, each {scaled}{reduced}"
+    if spec.type == "category":
+        return "the category's index in the fitted vocabulary (0: unseen or missing)"
+    if spec.type == "binary":
+        return "1.0 or 0.0"
+    if spec.type == "text":
+        return "word ids (0: padding, 1: unknown word, then the fitted vocabulary)"
+    if spec.type == "image":
+        return "pixels scaled to [0, 1]"
+    if spec.type == "sequence":
+        return (f"{state.get('steps')} steps of {state.get('features')} numbers each, {scaled}, "
+                "zero-padded at the end")
+    return f"a {spec.type} input"
