@@ -52,13 +52,24 @@ def train(
     valid: Annotated[Path | None, typer.Option("--valid", help="Separate validation file.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.", min=1)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last "
+                                         "checkpoint.")] = False,
 ) -> None:
-    """Fit preprocessing, train, and write a bundle to OUT."""
-    from plait.model import Model
+    """Fit preprocessing, train, and write a bundle to OUT.
 
+    A checkpoint is written after every epoch beside OUT (.OUT.checkpoint) and removed once
+    the bundle is saved; --resume continues from it after an interruption.
+    """
+    from plait.model import Model
+    from plait.training import clear
+
+    checkpoint = out.parent / f".{out.name}.checkpoint"
+    if resume and not (checkpoint / "progress.json").is_file() and not quiet:
+        print(f"no checkpoint at {checkpoint}; starting from the first epoch", file=sys.stderr)
     model = Model(config, verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
-    model.fit(data, validation_data=valid, epochs=epochs)
+    model.fit(data, validation_data=valid, epochs=epochs, checkpoint=checkpoint, resume=resume)
     model.save(out)
+    clear(checkpoint)
     if not quiet:
         show_metrics(model.metrics_.get("validation", {}), "validation")
     print(f"bundle written to {out}")
@@ -127,6 +138,59 @@ def describe(
     if not fitted:
         print("sizes not declared in the config (vocabularies, lengths) are placeholders; "
               "pass --data to fit them")
+
+
+@app.command()
+@user_errors
+def init(
+    data: Annotated[Path, typer.Argument(help="The data file to infer the config from.")],
+    target: Annotated[list[str], typer.Option("--target", help="A column to predict; COLUMN:TYPE "
+                                              "sets its type (binary, category, number). Repeat "
+                                              "for several targets.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the config to this file "
+                                             "instead of printing it.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite --out if it exists.")] = False,
+    sample_rows: Annotated[int, typer.Option("--sample-rows", min=1, help="Rows sampled at random "
+                                             "to infer the types.")] = 10_000,
+) -> None:
+    """Write a commented config inferred from DATA: an input per usable column (the evidence
+    as a comment), an output per --target, training defaults."""
+    from plait.errors import PlaitError
+    from plait.init import infer_config
+
+    if out is not None and out.is_dir():
+        raise PlaitError(f"--out {out}: is a folder; expected a config file name")
+    if out is not None and out.exists() and not force:
+        raise PlaitError(f"--out {out}: already exists; expected a new file (pass --force to "
+                         "overwrite it)")
+    text = infer_config(data, target, sample_rows=sample_rows)
+    if out is None:
+        sys.stdout.write(text)
+        return
+    write_atomically(out, lambda path: path.write_text(text, encoding="utf-8"))
+    print(f"config written to {out}; check it, then: plait train {out} --data {data} --out BUNDLE",
+          file=sys.stderr)
+
+
+@app.command()
+@user_errors
+def code(
+    target: Annotated[Path, typer.Argument(help="A config file or a bundle directory.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Write the script to this file "
+                                             "instead of printing it.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Fit preprocessing on this file "
+                                              "first, for exact sizes.")] = None,
+) -> None:
+    """The equivalent hand-written Keras script: functional API, plait's layer names; for a
+    bundle, it also loads the trained weights."""
+    from plait.codegen import generate_for
+
+    script = generate_for(target, data)
+    if out is None:
+        sys.stdout.write(script)
+        return
+    write_atomically(out, lambda path: path.write_text(script, encoding="utf-8"))
+    print(f"Keras script written to {out}", file=sys.stderr)
 
 
 def show_description(summary: dict[str, dict]) -> None:
