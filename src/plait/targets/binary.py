@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from plait.features.binary import two_levels
-from plait.metrics import binary_metrics
+from plait.metrics import THRESHOLD_METRICS, binary_curves, binary_metrics, choose_threshold, with_baseline
 from plait.targets.base import OutputType, Target
 from plait.targets.labels import label_kind, restore
 
@@ -18,8 +18,12 @@ from plait.targets.labels import label_kind, restore
 class BinaryOutput(OutputType):
     """Two classes. ``positive`` names the class predicted as 1 (by default true/yes/1 or
     the later label in sorted order). ``class_weight``: ``balanced`` or a weight per label,
-    for imbalanced data. Predictions give the label (probability ≥ ``threshold``) and
-    ``<name>_proba``.
+    for imbalanced data. Predictions give the label (probability ≥ the decision threshold)
+    and ``<name>_proba``.
+
+    The decision threshold is chosen on the validation split to maximise ``threshold_by``
+    (``f1``, ``accuracy``, ``precision`` or ``recall``; ties go to the higher F1), or fixed
+    by ``threshold``; 0.5 when there is no validation split.
 
     >>> BinaryOutput(name="recommended", class_weight="balanced").output_activation()
     'sigmoid'
@@ -27,8 +31,18 @@ class BinaryOutput(OutputType):
 
     type: Literal["binary"] = "binary"
     positive: str | None = None
-    threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
+    threshold: float | None = Field(default=None, gt=0.0, lt=1.0)
+    threshold_by: Literal[THRESHOLD_METRICS] = "f1"  # type: ignore[valid-type]
     class_weight: Literal["balanced"] | dict[str, float] | None = None
+
+    importance_metric: ClassVar[str] = "roc_auc"
+
+    @model_validator(mode="after")
+    def _one_threshold_rule(self) -> BinaryOutput:
+        if self.threshold is not None and self.threshold_by != "f1":
+            raise ValueError(f"threshold {self.threshold} is fixed, so threshold_by "
+                             f"{self.threshold_by!r} would not be used; give one of them")
+        return self
 
     def fit(self, table: Any) -> dict:
         column = table.column(self.source, self.describe_use())
@@ -38,7 +52,23 @@ class BinaryOutput(OutputType):
         known = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
         rate = float(flags[known].astype(float).mean()) if known.any() else 0.5
         return {"labels": levels, "kind": label_kind(column), "positive_rate": rate,
-                "threshold": self.threshold}
+                **self.initial_threshold()}
+
+    def initial_threshold(self) -> dict:
+        """The threshold before any validation rows are seen: the fixed one, or 0.5."""
+        if self.threshold is not None:
+            return {"threshold": self.threshold, "threshold_by": "fixed"}
+        return {"threshold": 0.5, "threshold_by": "default"}
+
+    def choose_threshold(self, target: Target, predicted: np.ndarray, state: dict) -> None:
+        """Set ``state``'s threshold to the one that maximises ``threshold_by`` on these
+        (validation) rows; a fixed threshold, or rows of one class only, leave it as it is."""
+        if self.threshold is not None:
+            return
+        truth = target.values.ravel()[target.present]
+        chosen = choose_threshold(truth, predicted.reshape(-1)[target.present], self.threshold_by)
+        if chosen is not None:
+            state.update(threshold=chosen, threshold_by=self.threshold_by)
 
     def encode(self, table: Any, state: dict) -> Target:
         strings = table.strings(self.source, self.describe_use())
@@ -86,9 +116,12 @@ class BinaryOutput(OutputType):
         truth = target.values.ravel()[target.present]
         probability = predicted.reshape(-1)[target.present]
         scores = binary_metrics(truth, probability, state["threshold"])
+        scores["threshold_by"] = state.get("threshold_by", "fixed")
+        scores["labels"] = list(state["labels"])
         baseline = binary_metrics(truth, np.full(truth.size, state["positive_rate"]), 0.5)
-        scores["baseline"] = {"kind": "majority class", **baseline}
+        scores = with_baseline(scores, baseline, "majority class")
+        scores["curves"] = binary_curves(truth, probability)
         return scores
 
     def placeholder_state(self) -> dict:
-        return {"labels": ["0", "1"], "kind": "int", "positive_rate": 0.5, "threshold": self.threshold}
+        return {"labels": ["0", "1"], "kind": "int", "positive_rate": 0.5, **self.initial_threshold()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow.compute as pc
@@ -10,7 +10,7 @@ from pydantic import Field
 
 from plait.errors import DataError
 from plait.features.vocabulary import fit_vocabulary, lookup
-from plait.metrics import category_metrics
+from plait.metrics import category_metrics, with_baseline
 from plait.targets.base import OutputType, Target
 from plait.targets.labels import label_kind, restore
 
@@ -33,6 +33,8 @@ class CategoryOutput(OutputType):
     type: Literal["category"] = "category"
     classes: int | None = Field(default=None, ge=2, le=1_000_000)
     class_weight: Literal["balanced"] | dict[str, float] | None = None
+
+    importance_metric: ClassVar[str] = "accuracy"
 
     def fit(self, table: Any) -> dict:
         column = table.column(self.source, self.describe_use())
@@ -98,10 +100,10 @@ class CategoryOutput(OutputType):
 
     def score(self, target: Target, predicted: np.ndarray, state: dict) -> dict:
         truth = target.values.ravel()[target.present]
-        scores = category_metrics(truth, predicted[target.present])
+        scores = category_metrics(truth, predicted[target.present], state["labels"])
         prior = np.tile(np.asarray(state["frequency"]), (truth.size, 1))
-        scores["baseline"] = {"kind": "majority class", **category_metrics(truth, prior)}
-        return scores
+        baseline = category_metrics(truth, prior, state["labels"])
+        return with_baseline(scores, baseline, "majority class")
 
     def placeholder_state(self) -> dict:
         count = self.classes or 2

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from plait.metrics import number_metrics
+from plait.metrics import number_metrics, residual_sample, with_baseline
 from plait.targets.base import OutputType, Target
 
 
@@ -22,6 +22,8 @@ class NumberOutput(OutputType):
     type: Literal["number"] = "number"
     loss: Literal["mse", "mae", "huber"] = "mse"
     scale: Literal["standard", "none"] = "standard"
+
+    importance_metric: ClassVar[str] = "r2"
 
     def fit(self, table: Any) -> dict:
         values = table.numbers(self.source, self.describe_use())
@@ -63,9 +65,9 @@ class NumberOutput(OutputType):
     def score(self, target: Target, predicted: np.ndarray, state: dict) -> dict:
         truth = self.restore(target.values, state)[target.present]
         estimate = self.restore(predicted, state)[target.present]
-        scores = number_metrics(truth, estimate)
-        scores["baseline"] = {"kind": "training mean",
-                              **number_metrics(truth, np.full(truth.size, state["mean"]))}
+        baseline = number_metrics(truth, np.full(truth.size, state["mean"]))
+        scores = with_baseline(number_metrics(truth, estimate), baseline, "training mean")
+        scores["curves"] = residual_sample(truth, estimate)
         return scores
 
     def placeholder_state(self) -> dict:

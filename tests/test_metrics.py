@@ -1,0 +1,125 @@
+"""plait's numpy metrics against scikit-learn's, the decision threshold chosen on the validation
+split, and evaluation beside the baselines on a real trained model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+import plait
+from plait.errors import ConfigError
+from plait.metrics import (
+    average_precision,
+    binary_metrics,
+    category_metrics,
+    choose_threshold,
+    number_metrics,
+    roc_auc,
+    with_baseline,
+)
+from plait.targets.base import Target
+from plait.targets.binary import BinaryOutput
+
+
+@pytest.fixture(scope="module")
+def scored() -> tuple[np.ndarray, np.ndarray]:
+    """Labels and probabilities that carry some signal, rounded so that scores tie."""
+    rng = np.random.default_rng(11)
+    truth = rng.integers(0, 2, 400)
+    probability = np.clip(0.35 * truth + rng.uniform(0, 0.65, 400), 0.01, 0.99).round(2)
+    return truth, probability
+
+
+def test_binary_metrics_match_scikit_learn(scored: tuple[np.ndarray, np.ndarray]) -> None:
+    truth, probability = scored
+    ours = binary_metrics(truth, probability, 0.45)
+    called = (probability >= 0.45).astype(int)
+    assert ours["accuracy"] == pytest.approx(sk.accuracy_score(truth, called))
+    assert ours["precision"] == pytest.approx(sk.precision_score(truth, called))
+    assert ours["recall"] == pytest.approx(sk.recall_score(truth, called))
+    assert ours["f1"] == pytest.approx(sk.f1_score(truth, called))
+    assert ours["roc_auc"] == pytest.approx(sk.roc_auc_score(truth, probability))
+    assert ours["pr_auc"] == pytest.approx(sk.average_precision_score(truth, probability))
+    assert ours["log_loss"] == pytest.approx(sk.log_loss(truth, probability))
+    assert ours["confusion_matrix"] == sk.confusion_matrix(truth, called).tolist()
+    assert ours["threshold"] == 0.45
+    assert 0.7 < ours["roc_auc"] < 0.99
+
+
+def test_ranking_metrics_on_edge_cases() -> None:
+    assert roc_auc(np.array([1, 1, 0]), np.array([0.5, 0.5, 0.5])) == 0.5
+    assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.2, 0.9])))
+    perfect = np.array([0.1, 0.2, 0.8, 0.9])
+    assert average_precision(np.array([0, 0, 1, 1]), perfect) == 1.0
+    assert roc_auc(np.array([0, 0, 1, 1]), perfect) == 1.0
+
+
+def test_category_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(5)
+    truth = rng.integers(0, 4, 300)
+    logits = rng.normal(size=(300, 4)) + 1.5 * np.eye(4)[truth]
+    logits[:, 3] -= 3.0  # class 3 is hardly ever predicted: zero-division paths
+    probability = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    ours = category_metrics(truth, probability, ["a", "b", "c", "d"])
+    called = probability.argmax(axis=1)
+    assert ours["accuracy"] == pytest.approx(sk.accuracy_score(truth, called))
+    assert ours["macro_f1"] == pytest.approx(sk.f1_score(truth, called, average="macro"))
+    assert ours["weighted_f1"] == pytest.approx(sk.f1_score(truth, called, average="weighted"))
+    assert ours["log_loss"] == pytest.approx(sk.log_loss(truth, probability))
+    assert ours["confusion_matrix"] == sk.confusion_matrix(truth, called).tolist()
+    precision = sk.precision_score(truth, called, average=None, zero_division=0)
+    recall = sk.recall_score(truth, called, average=None, zero_division=0)
+    for index, label in enumerate("abcd"):
+        assert ours["per_class"][label]["precision"] == pytest.approx(precision[index])
+        assert ours["per_class"][label]["recall"] == pytest.approx(recall[index])
+    assert ours["labels"] == ["a", "b", "c", "d"]
+
+
+def test_number_metrics_match_scikit_learn() -> None:
+    rng = np.random.default_rng(2)
+    truth = rng.normal(50, 10, 200)
+    predicted = truth + rng.normal(0, 4, 200)
+    ours = number_metrics(truth, predicted)
+    assert ours["mae"] == pytest.approx(sk.mean_absolute_error(truth, predicted))
+    assert ours["rmse"] == pytest.approx(np.sqrt(sk.mean_squared_error(truth, predicted)))
+    assert ours["r2"] == pytest.approx(sk.r2_score(truth, predicted))
+
+
+def test_lift_is_positive_when_the_model_is_better() -> None:
+    scored = with_baseline({"mae": 2.0, "r2": 0.6}, {"mae": 5.0, "r2": 0.0}, "training mean")
+    assert scored["lift"] == {"mae": 3.0, "r2": 0.6}
+    assert scored["baseline"]["kind"] == "training mean"
+
+
+@pytest.mark.parametrize("by", ["f1", "accuracy", "precision", "recall"])
+def test_chosen_threshold_is_the_best_cut(scored: tuple[np.ndarray, np.ndarray], by: str) -> None:
+    truth, probability = scored
+    score = {"f1": sk.f1_score, "accuracy": sk.accuracy_score,
+             "precision": lambda t, p: sk.precision_score(t, p, zero_division=0),
+             "recall": sk.recall_score}[by]
+    chosen = choose_threshold(truth, probability, by)
+    assert 0 < chosen < 1 and chosen not in set(probability)
+    best = max(score(truth, (probability >= cut).astype(int)) for cut in np.unique(probability))
+    assert score(truth, (probability >= chosen).astype(int)) == pytest.approx(best)
+    if by == "recall":  # every cut reaching recall 1 ties; the highest F1 among them wins
+        assert chosen >= probability[truth == 1].min() - 0.01
+
+
+def test_a_fixed_threshold_is_kept() -> None:
+    output = BinaryOutput(name="y", threshold=0.3)
+    state = {"labels": ["0", "1"], "threshold": 0.3, "threshold_by": "fixed"}
+    output.choose_threshold(Target(np.array([0.0, 1.0, 1.0]), np.ones(3, bool)), np.array([0.1, 0.6, 0.9]),
+                            state)
+    assert state["threshold"] == 0.3
+
+
+def test_threshold_and_threshold_by_together_are_refused() -> None:
+    spec = {"inputs": [{"name": "x", "type": "number"}],
+            "outputs": [{"name": "y", "type": "binary", "threshold": 0.3, "threshold_by": "recall"}]}
+    with pytest.raises(ConfigError) as error:
+        plait.load_spec(spec)
+    assert "outputs[0]" in str(error.value) and "give one of them" in str(error.value)
+    spec["outputs"][0] = {"name": "y", "type": "binary", "threshold_by": "auc"}
+    with pytest.raises(ConfigError, match=r"outputs\[0\]\.threshold_by: found 'auc'; expected one of"):
+        plait.load_spec(spec)
