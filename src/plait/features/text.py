@@ -1,4 +1,4 @@
-"""``text``: free text, tokenized into words with Arrow kernels, embedded and encoded."""
+"""``text``: free text, tokenized into words, embedded and encoded."""
 
 from __future__ import annotations
 
@@ -17,14 +17,65 @@ from plait.features.vocabulary import fit_vocabulary, lookup
 PAD, UNKNOWN = 0, 1
 
 
+def word_bytes(data: np.ndarray, lowercase: bool) -> np.ndarray:
+    """Which UTF-8 bytes belong to words: ASCII letters, digits, ``_`` and ``'``, as RE2's
+    ``[\\w']`` (its ``\\w`` is ASCII). Every other byte, each byte of a non-ASCII character
+    included, separates words."""
+    word = (data - np.uint8(ord("a"))) < 26
+    if not lowercase:
+        word |= (data - np.uint8(ord("A"))) < 26
+    word |= (data - np.uint8(ord("0"))) < 10
+    word |= data == ord("_")
+    word |= data == ord("'")
+    return word
+
+
 def words(text: pa.ChunkedArray, lowercase: bool) -> pa.Array:
     """Each row's list of word tokens: letters, digits and apostrophes; the rest separates.
-    An empty text is one empty token, which no vocabulary holds."""
+    An empty text is one empty token, which no vocabulary holds.
+
+    Words are found on the UTF-8 bytes of the whole column at once with numpy, and cut out
+    into one buffer: twice as fast as a regular-expression replace and split in Arrow.
+
+    >>> words(pa.array(["Don't stop-me, NOW!", "", None]), lowercase=True).to_pylist()
+    [["don't", 'stop', 'me', 'now'], [''], None]
+    """
     text = text.combine_chunks() if isinstance(text, pa.ChunkedArray) else text
     if lowercase:
         text = pc.utf8_lower(text)
-    spaced = pc.utf8_trim_whitespace(pc.replace_substring_regex(text, r"[^\w']+", " "))
-    return pc.utf8_split_whitespace(spaced)
+    present = pc.is_valid(text).to_numpy(zero_copy_only=False)
+    text = pc.fill_null(text, "").cast(pa.large_string())
+    _, offset_buffer, data_buffer = text.buffers()
+    offsets = np.frombuffer(offset_buffer, np.int64)[text.offset:text.offset + len(text) + 1]
+    data = (np.frombuffer(data_buffer, np.uint8)[offsets[0]:offsets[-1]] if data_buffer is not None
+            else np.zeros(0, np.uint8))
+    offsets = offsets - offsets[0]
+    word = word_bytes(data, lowercase)
+    starts, ends = word_bounds(word, offsets)
+    first = np.searchsorted(starts, offsets)
+    per_row = np.diff(first)
+    blank = (per_row == 0) & present
+    lengths = np.insert(ends - starts, first[:-1][blank], 0)
+    token_offsets = np.concatenate([[0], np.cumsum(lengths)])
+    wide = token_offsets[-1] >= 2**31
+    tokens = pa.Array.from_buffers(
+        pa.large_string() if wide else pa.string(), len(lengths),
+        [None, pa.py_buffer(token_offsets.astype(np.int64 if wide else np.int32)), pa.py_buffer(data[word])])
+    list_offsets = np.concatenate([[0], np.cumsum(per_row + blank)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(list_offsets), tokens,
+                                    mask=None if present.all() else pa.array(~present))
+
+
+def word_bounds(word: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) byte of every run of word bytes; a run that crosses from
+    one row into the next is two words."""
+    rise = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
+    starts, ends = np.flatnonzero(rise == 1), np.flatnonzero(rise == -1)
+    inner = offsets[(offsets > 0) & (offsets < word.size)]
+    crossing = np.unique(inner[word[inner - 1] & word[inner]])
+    if crossing.size:
+        starts, ends = np.sort(np.concatenate([starts, crossing])), np.sort(np.concatenate([ends, crossing]))
+    return starts, ends
 
 
 class TextInput(InputType):
@@ -70,11 +121,11 @@ class TextInput(InputType):
         ids = lookup(flat, state["vocabulary"], offset=2)
         unseen = ids == 0
         ids[unseen] = UNKNOWN
-        unseen &= pc.not_equal(flat, "").to_numpy(zero_copy_only=False)
+        unseen &= pc.binary_length(flat).to_numpy() > 0
         position = positions(owner, rows)
         kept = position < length
         out = np.zeros((rows, length), np.int32)
-        out[owner[kept], position[kept]] = ids[kept]
+        out.reshape(-1)[owner[kept] * length + position[kept]] = ids[kept]
         out[out[:, 0] == PAD, 0] = UNKNOWN
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
         return Encoded(out, missing, int(np.count_nonzero(unseen)))
