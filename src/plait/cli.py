@@ -54,11 +54,15 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last "
                                          "checkpoint.")] = False,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Folder for the encoded cache of "
+                                               "streamed data (default: train.cache_dir, "
+                                               "$PLAIT_CACHE_DIR or ~/.cache/plait).")] = None,
 ) -> None:
     """Fit preprocessing, train, and write a bundle to OUT.
 
     A checkpoint is written after every epoch beside OUT (.OUT.checkpoint) and removed once
-    the bundle is saved; --resume continues from it after an interruption.
+    the bundle is saved; --resume continues from it after an interruption. DATA may be a
+    folder of Parquet/CSV files: it is then read in batches and encoded into a cache.
     """
     from plait.model import Model
     from plait.training import clear
@@ -67,10 +71,12 @@ def train(
     if resume and not (checkpoint / "progress.json").is_file() and not quiet:
         print(f"no checkpoint at {checkpoint}; starting from the first epoch", file=sys.stderr)
     model = Model(config, verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
-    model.fit(data, validation_data=valid, epochs=epochs, checkpoint=checkpoint, resume=resume)
+    model.fit(data, validation_data=valid, epochs=epochs, checkpoint=checkpoint, resume=resume,
+              cache_dir=cache)
     model.save(out)
     clear(checkpoint)
     if not quiet:
+        show_data_report(model.data_report_)
         show_metrics(model.metrics_.get("validation", {}), "validation")
     print(f"bundle written to {out}")
 
@@ -193,6 +199,34 @@ def code(
     print(f"Keras script written to {out}", file=sys.stderr)
 
 
+@app.command()
+@user_errors
+def serve(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes, each with its own copy of the "
+                                         "model.", min=1)] = 1,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted (413 above).",
+                                                min=1)] = 10 * 1024 * 1024,
+    max_records: Annotated[int, typer.Option(help="Most records in one request (413 above).",
+                                             min=1)] = 1000,
+    max_batch: Annotated[int, typer.Option(help="Most records in one model call.", min=1)] = 32,
+    batch_wait_ms: Annotated[float, typer.Option(help="How long a model call waits for more "
+                                                 "concurrent requests to fill its batch.", min=0)] = 1.0,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve BUNDLE over HTTP: POST /v1/predict, GET /v1/schema, /v1/stats, /healthz, a page
+    to try the model at /, the API description at /docs. When the PLAIT_API_KEY environment
+    variable is set, the /v1 endpoints require it (X-API-Key header or Authorization: Bearer)."""
+    from plait.serve import Settings
+    from plait.serve import serve as run
+
+    settings = Settings(str(bundle), max_body_bytes=max_body_bytes, max_records=max_records,
+                        max_batch=max_batch, batch_wait_ms=batch_wait_ms)
+    run(settings, host=host, port=port, workers=workers, access_log=access_log)
+
+
 def show_description(summary: dict[str, dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -208,6 +242,22 @@ def show_description(summary: dict[str, dict]) -> None:
         total += part["params"]
     table.add_row("total", "", "", "", f"{total:,}", style="bold")
     Console().print(table)
+
+
+def show_data_report(report: dict) -> None:
+    """Rows used, and per input what its missing-value policy touched."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"data: {report['used_rows']} of {report['training_rows']} training rows used"
+                        + (f", {report['validation_rows']} validation rows" if "validation_rows" in report
+                           else ""))
+    for heading in ("input", "policy", "missing", "unseen"):
+        table.add_column(heading)
+    for name, counts in report["inputs"].items():
+        if name != "targets":
+            table.add_row(name, counts["policy"], str(counts["missing"]), str(counts["unseen"]))
+    Console(stderr=True).print(table)
 
 
 def show_metrics(metrics: dict, title: str) -> None:

@@ -6,6 +6,7 @@ what was expected.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ class Table:
     base_dir: Path = Path(".")
     origin: np.ndarray | None = None
     """For a table taken from another, the source row of each of its rows."""
+    files: tuple[tuple[str, int], ...] = ()
+    """For rows gathered from several files: each file and the origin of its first row."""
 
     @property
     def num_rows(self) -> int:
@@ -54,11 +57,20 @@ class Table:
     def take(self, rows: np.ndarray) -> Table:
         origin = rows if self.origin is None else self.origin[rows]
         return Table(self.arrow.take(pa.array(rows, pa.int64())), self.source, self.base_dir,
-                     np.asarray(origin, np.int64))
+                     np.asarray(origin, np.int64), self.files)
 
     def row_number(self, row: int) -> int:
         """The 1-based data row in the source, for a 0-based row of this table."""
         return int(row if self.origin is None else self.origin[row]) + 1
+
+    def at(self, row: int) -> str:
+        """Where a 0-based row of this table came from: ``"FILE, row N"``."""
+        number = self.row_number(row)
+        if not self.files:
+            return f"{self.source}, row {number}"
+        starts = [start for _, start in self.files]
+        name, start = self.files[bisect.bisect_right(starts, number - 1) - 1]
+        return f"{name}, row {number - start}"
 
     def column(self, name: str, used_by: str) -> pa.ChunkedArray:
         if name not in self.arrow.column_names:
@@ -70,7 +82,7 @@ class Table:
 
     def bad_value(self, column: str, row: int, found: Any, expected: str) -> DataError:
         return DataError(
-            f"{self.source}, row {self.row_number(row)}, column {column!r}: found {found!r}; "
+            f"{self.at(row)}, column {column!r}: found {found!r}; "
             f"expected {expected}"
         )
 
@@ -166,10 +178,28 @@ def read_file(path: Path) -> Table:
     try:
         arrow = _read(path, reader)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: cannot be read as {reader}: {_first_line(error)}") from None
+        ragged = ragged_row(path, "\t" if ending.startswith(".tsv") else ",") if reader == "csv" else None
+        raise DataError(f"{path}: cannot be read as {reader}: {ragged or _first_line(error)}") from None
     if arrow.num_rows == 0:
         raise DataError(f"{path}: has no data rows")
     return Table(arrow, str(path), path.resolve().parent)
+
+
+def ragged_row(path: Path, delimiter: str) -> str | None:
+    """For a CSV file that could not be parsed: the first data row whose number of fields
+    differs from the header's, described for an error message; None if there is none."""
+    import csv
+    import gzip
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as file:
+        rows = (fields for fields in csv.reader(file, delimiter=delimiter) if fields)
+        header = next(rows, None)
+        for number, fields in enumerate(rows, start=1):
+            if header is not None and len(fields) != len(header):
+                return (f"row {number}: found {len(fields)} fields; expected {len(header)}, one per "
+                        f"header column")
+    return None
 
 
 def file_ending(path: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from plait.preprocess import (
     encode_inputs,
     encode_targets,
     fit_states,
-    select,
     stratified_split,
+    training_arrays,
 )
 from plait.spec import Spec, load_spec
 from plait.targets.base import Target
@@ -49,50 +50,87 @@ class Model:
         return self.keras_model_
 
     def fit(self, data: Any, *, validation_data: Any = None, epochs: int | None = None,
-            checkpoint: str | Path | None = None, resume: bool = False) -> Model:
+            checkpoint: str | Path | None = None, resume: bool = False,
+            cache_dir: str | Path | None = None) -> Model:
         """Fit preprocessing on the training rows, build the Keras model, train it.
 
         With ``checkpoint`` (a folder), the weights, optimizer state and history are saved
         after every epoch; ``resume=True`` continues from there after an interruption and
-        ends with the same weights as an uninterrupted run.
+        ends with the same weights as an uninterrupted run. Data too large for memory (see
+        ``train.stream``) is encoded once into ``cache_dir`` and read back part by part.
         """
         import keras
 
         from plait.graph import build, compile_model
-        from plait.training import Batches, Part
+        from plait.stream import wants_streaming
+        from plait.training import Batches
 
-        table = read_table(data)
-        train_table, valid_table = self._split(table, validation_data)
-        run = Run(Path(checkpoint), self.spec, [table, validation_data]) if checkpoint else None
+        run = Run(Path(checkpoint), self.spec, [data, validation_data]) if checkpoint else None
         carried = run.resume() if run and resume else None
-        self.states_ = carried["states"] if carried else fit_states(self.spec, train_table)
+        states = carried["states"] if carried else None
+        if wants_streaming(data, self.spec.train):
+            prepared = self._prepare_streamed(data, validation_data, cache_dir, states)
+        else:
+            prepared = self._prepare_in_memory(data, validation_data, states)
+        self.states_ = prepared.states
         if run and not carried:
             run.start(self.states_)
-        train_x, train_y, train_weights, report = self._training_arrays(train_table)
-        validation = None
-        if valid_table is not None:
-            valid_x, valid_y, valid_weights, _ = self._training_arrays(valid_table)
-            validation = (valid_x, valid_y, valid_weights) if valid_weights else (valid_x, valid_y)
         train = self.spec.train
         keras.utils.set_random_seed(train.seed)
         self.keras_model_ = compile_model(build(self.spec, self.states_), self.spec)
         first_epoch = run.restore(self.keras_model_, carried) if carried else 0
-        batches = Batches([Part(train_x, train_y, train_weights)], train.batch_size, train.seed,
-                          epoch=first_epoch)
+        batches = Batches(prepared.train, train.batch_size, train.seed, epoch=first_epoch)
+        validation = Batches(prepared.valid, train.batch_size, shuffle=False) if prepared.valid else None
         callbacks, recorder = self._callbacks(batches, validation is not None, run, carried)
         self.keras_model_.fit(
-            batches, validation_data=validation, validation_batch_size=train.batch_size,
-            epochs=epochs or train.epochs, initial_epoch=first_epoch, callbacks=callbacks, shuffle=False,
-            verbose=self.verbose,
+            batches, validation_data=validation, epochs=epochs or train.epochs,
+            initial_epoch=first_epoch, callbacks=callbacks, shuffle=False, verbose=self.verbose,
         )
         self.history_ = recorder.history
-        self.data_report_ = {"training_rows": train_table.num_rows,
-                             "used_rows": int(len(next(iter(train_x.values())))), "inputs": report}
+        self.data_report_ = prepared.report
         self.metrics_ = {}
-        if valid_table is not None:
-            self.data_report_["validation_rows"] = valid_table.num_rows
-            self.metrics_["validation"] = self.evaluate(valid_table)
+        if prepared.valid_table is not None:
+            self.metrics_["validation"] = self._evaluate(prepared.valid_table, choose_thresholds=True)
+        elif prepared.valid:
+            self.metrics_["validation"] = self._evaluate_parts(prepared.valid, validation)
         return self
+
+    def _prepare_in_memory(self, data: Any, validation_data: Any, states: dict | None) -> Prepared:
+        from plait.training import Part
+
+        table = read_table(data)
+        train_table, valid_table = self._split(table, validation_data)
+        states = states or fit_states(self.spec, train_table)
+        arrays = training_arrays(self.spec, states, train_table)
+        if not arrays.rows:
+            raise PlaitError(f"{table.source}: no rows left to train on after the missing-value "
+                             f"policies: {arrays.report}")
+        report = {"training_rows": train_table.num_rows, "used_rows": arrays.rows, "inputs": arrays.report}
+        valid = []
+        if valid_table is not None:
+            report["validation_rows"] = valid_table.num_rows
+            held_out = training_arrays(self.spec, states, valid_table)
+            valid = [Part(held_out.x, held_out.y, held_out.weights if held_out.weighted else None)]
+        part = Part(arrays.x, arrays.y, arrays.weights if arrays.weighted else None)
+        return Prepared(states, [part], valid, report, valid_table)
+
+    def _prepare_streamed(self, data: Any, validation_data: Any, cache_dir: str | Path | None,
+                          states: dict | None) -> Prepared:
+        from plait.stream import prepare
+
+        streamed = prepare(self.spec, data, validation_data, cache_dir, states)
+        return Prepared(streamed.states, streamed.train, streamed.valid, streamed.report)
+
+    def _evaluate_parts(self, parts: list[Any], batches: Any) -> dict:
+        """Validation metrics of a streamed run, from its encoded validation parts."""
+        raw = self.keras_model_.predict(batches, verbose=0)
+        raw = raw if isinstance(raw, dict) else {self.spec.outputs[0].name: raw}
+        loaded = [(part.load()[1], part.present()) for part in parts]
+        targets = {out.name: Target(np.concatenate([y[out.name] for y, _ in loaded]),
+                                    np.concatenate([present[out.name] for _, present in loaded]))
+                   for out in self.spec.outputs}
+        return self._score({name: np.asarray(values) for name, values in raw.items()}, targets,
+                           sum(part.rows for part in parts), choose_thresholds=True)
 
     def _split(self, table: Table, validation_data: Any) -> tuple[Table, Table | None]:
         if validation_data is not None:
@@ -110,26 +148,6 @@ class Model:
                 labels = table.strings(out.source, out.describe_use())
                 return np.asarray(labels.fill_null("\x00missing").to_numpy(zero_copy_only=False))
         return None
-
-    def _training_arrays(self, table: Table) -> tuple[dict, dict, dict | None, dict]:
-        encoded = encode_inputs(self.spec, self.states_, table)
-        targets = encode_targets(self.spec, self.states_, table)
-        rows = np.flatnonzero(encoded.kept)
-        weights = {}
-        for out in self.spec.outputs:
-            target = targets[out.name]
-            weight = out.sample_weights(target, self.states_[out.name])
-            weight = np.ones(table.num_rows, np.float32) if weight is None else weight
-            weights[out.name] = (weight * target.present)[rows].astype(np.float32)
-            encoded.report.setdefault("targets", {})[out.name] = {
-                "missing": int((~target.present).sum())}
-        if not rows.size:
-            raise PlaitError(f"{table.source}: no rows left to train on after the missing-value "
-                             f"policies: {encoded.report}")
-        x = select(encoded.inputs, rows)
-        y = {name: target.values[rows] for name, target in targets.items()}
-        uniform = all(np.all(w == 1.0) for w in weights.values())
-        return x, y, None if uniform else weights, encoded.report
 
     def _callbacks(self, batches: Any, has_validation: bool, run: Run | None,
                    carried: dict | None) -> tuple[list[Any], Any]:
@@ -178,15 +196,25 @@ class Model:
 
     def evaluate(self, data: Any) -> dict:
         """Metrics per output on labelled data, in the targets' own units, each beside the
-        trivial baseline (majority class or training mean)."""
+        trivial baseline (majority class or training mean) and the lift over it."""
+        return self._evaluate(read_table(data), choose_thresholds=False)
+
+    def _evaluate(self, table: Table, choose_thresholds: bool) -> dict:
+        """Metrics on ``table``; with ``choose_thresholds`` (the validation split), each binary
+        output's decision threshold is first chosen on these rows."""
         self._check_fitted()
-        table = read_table(data)
         raw, kept = self.predict_arrays(table)
-        targets = encode_targets(self.spec, self.states_, table)
-        results: dict[str, Any] = {"rows": int(table.num_rows)}
+        targets = {name: Target(target.values, target.present & kept)
+                   for name, target in encode_targets(self.spec, self.states_, table).items()}
+        return self._score(raw, targets, table.num_rows, choose_thresholds)
+
+    def _score(self, raw: dict[str, np.ndarray], targets: dict[str, Target], rows: int,
+               choose_thresholds: bool) -> dict:
+        results: dict[str, Any] = {"rows": int(rows)}
         for out in self.spec.outputs:
-            target = targets[out.name]
-            usable = Target(target.values, target.present & kept)
+            usable = targets[out.name]
+            if choose_thresholds and out.type == "binary":
+                out.choose_threshold(usable, raw[out.name], self.states_[out.name])
             results[out.name] = out.score(usable, raw[out.name], self.states_[out.name])
             results[out.name]["rows"] = int(usable.present.sum())
         return results
@@ -199,16 +227,39 @@ class Model:
             self.spec, getattr(self, "states_", None) or placeholder_states(self.spec))
         return describe_model(self.spec, model)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the bundle directory (whole or not at all); returns its path."""
+    def explain(self, data: Any, *, repeats: int = 5, seed: int = 0) -> dict:
+        """Per input and output, how much the output's metric drops on labelled ``data`` when
+        the input is permuted across rows, or switched off (see ``plait.explain``); kept as
+        ``importance_`` and saved with the bundle."""
+        from plait.explain import importance
+
+        self._check_fitted()
+        self.importance_ = importance(self, data, repeats=repeats, seed=seed)
+        return self.importance_
+
+    def save(self, path: str | Path, *, report: bool = False) -> Path:
+        """Write the bundle directory (whole or not at all); returns its path. With
+        ``report``, also ``report.html`` and the PNG plots it shows (``plots/``)."""
         from plait.bundle import save
 
         self._check_fitted()
-        return save(self, Path(path))
+        return save(self, Path(path), report=report)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "keras_model_"):
             raise PlaitError("this model is not trained yet: call fit(data) or plait.load(path)")
+
+
+@dataclass
+class Prepared:
+    """Encoded training and validation parts, the fitted states, and the data report; for
+    data read in memory, also the validation table (scored from its raw values)."""
+
+    states: dict[str, dict]
+    train: list[Any]
+    valid: list[Any]
+    report: dict
+    valid_table: Table | None = None
 
 
 class Run:
@@ -254,14 +305,14 @@ class Run:
 
 
 def identity(source: Any) -> Any:
-    """What identifies a data source for a checkpoint: a file's path, size and change time;
+    """What identifies a data source for a checkpoint: each file's path, size and change time;
     an in-memory table's shape and schema."""
     if source is None:
         return None
     if isinstance(source, (str, Path)):
         path = Path(source).resolve()
-        status = path.stat()
-        return [str(path), status.st_size, status.st_mtime_ns]
+        files = sorted(path.iterdir()) if path.is_dir() else [path]
+        return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
     table = read_table(source)
     return [table.num_rows, str(table.arrow.schema)]
 

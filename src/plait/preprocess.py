@@ -42,7 +42,7 @@ def encode_inputs(spec: Spec, states: dict[str, dict], table: Table) -> Encoded:
         if count and input_spec.missing == "error":
             row = int(np.flatnonzero(missing)[0])
             raise DataError(
-                f"{table.source}, row {table.row_number(row)}, column {input_spec.source!r}: found a "
+                f"{table.at(row)}, column {input_spec.source!r}: found a "
                 f"missing or non-finite value; expected a value (inputs[{index}].missing is 'error'; "
                 f"{count} row(s) affected; set it to 'fill' or 'skip' to accept them)"
             )
@@ -82,3 +82,58 @@ def stratified_split(labels: np.ndarray | None, rows: int, fraction: float,
         chosen = np.sort(rng.permutation(rows)[: max(1, min(rows - 1, int(rows * fraction)))])
     training = np.setdiff1d(np.arange(rows), chosen)
     return training, chosen
+
+
+@dataclass
+class TrainingArrays:
+    """Encoded rows ready for Keras: inputs, targets, per-output sample weights (0 where the
+    target is missing), which targets are present, and what the missing-value policies did."""
+
+    x: dict[str, np.ndarray]
+    y: dict[str, np.ndarray]
+    weights: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    report: dict[str, dict]
+
+    @property
+    def rows(self) -> int:
+        return len(next(iter(self.x.values())))
+
+    @property
+    def weighted(self) -> bool:
+        return not all(np.all(w == 1.0) for w in self.weights.values())
+
+    def take(self, rows: np.ndarray) -> TrainingArrays:
+        return TrainingArrays(select(self.x, rows), select(self.y, rows), select(self.weights, rows),
+                              select(self.present, rows), self.report)
+
+
+def training_arrays(spec: Spec, states: dict[str, dict], table: Table) -> TrainingArrays:
+    """The rows of ``table`` that the input policies keep, encoded for training."""
+    encoded = encode_inputs(spec, states, table)
+    targets = encode_targets(spec, states, table)
+    rows = np.flatnonzero(encoded.kept)
+    weights, present = {}, {}
+    for out in spec.outputs:
+        target = targets[out.name]
+        weight = out.sample_weights(target, states[out.name])
+        weight = np.ones(table.num_rows, np.float32) if weight is None else weight
+        weights[out.name] = (weight * target.present)[rows].astype(np.float32)
+        present[out.name] = target.present[rows]
+        encoded.report.setdefault("targets", {})[out.name] = {"missing": int((~target.present).sum())}
+    y = {name: target.values[rows] for name, target in targets.items()}
+    return TrainingArrays(select(encoded.inputs, rows), y, weights, present, encoded.report)
+
+
+def add_reports(total: dict[str, dict], report: dict[str, dict]) -> dict[str, dict]:
+    """Counts of two reports added up (for data encoded in several batches)."""
+    for name, counts in report.items():
+        into = total.setdefault(name, {})
+        for key, value in counts.items():
+            if isinstance(value, dict):
+                add_reports(into, {key: value})
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                into[key] = into.get(key, 0) + value
+            else:
+                into[key] = value
+    return total

@@ -69,7 +69,15 @@ class EarlyStopping(Strict):
 
 
 class Train(Strict):
-    """How to train. ``validation_split`` is stratified on the first classification output."""
+    """How to train. ``validation_split`` is stratified on the first classification output.
+
+    Data larger than memory is streamed: read in record batches of ``part_rows`` rows,
+    encoded once into an on-disk cache (``cache_dir``, by default ``$PLAIT_CACHE_DIR`` or
+    ``~/.cache/plait``) that every epoch and every later run on the same data reuses. With
+    ``stream: auto`` that happens for a folder of files and for a file over
+    ``stream_above_mb`` megabytes. A streamed run fits preprocessing on a uniform sample of
+    ``fit_rows`` training rows, and its validation split is random rather than stratified.
+    """
 
     epochs: int = Field(default=10, gt=0, le=100000)
     batch_size: int = Field(default=256, gt=0, le=1_000_000)
@@ -78,6 +86,11 @@ class Train(Strict):
     validation_split: float = Field(default=0.1, ge=0.0, lt=1.0)
     early_stopping: EarlyStopping | None = None
     seed: int = Field(default=0, ge=0)
+    stream: Literal["auto", "always", "never"] = "auto"
+    stream_above_mb: float = Field(default=512.0, gt=0.0)
+    part_rows: int = Field(default=65_536, gt=0)
+    fit_rows: int = Field(default=200_000, gt=0)
+    cache_dir: str | None = None
 
     @field_validator("early_stopping", mode="before")
     @classmethod

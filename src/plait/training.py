@@ -21,23 +21,51 @@ Arrays = dict[str, np.ndarray]
 
 
 class Part:
-    """Rows of encoded inputs, targets and sample weights held together (in memory or mapped)."""
+    """Rows of encoded inputs, targets and sample weights held together in memory."""
 
     def __init__(self, x: Arrays, y: Arrays, weights: Arrays | None) -> None:
         self.x, self.y, self.weights = x, y, weights
         self.rows = len(next(iter(x.values())))
 
-    def take(self, rows: np.ndarray) -> tuple:
-        x = {name: np.asarray(values[rows]) for name, values in self.x.items()}
-        y = {name: np.asarray(values[rows]) for name, values in self.y.items()}
-        if self.weights is None:
-            return x, y
-        return x, y, {name: np.asarray(values[rows]) for name, values in self.weights.items()}
+    def load(self) -> tuple[Arrays, Arrays, Arrays | None]:
+        return self.x, self.y, self.weights
+
+
+class StoredPart(Part):
+    """A part on disk, written by ``write_part``: one ``.npy`` file per array, read whole
+    when a batch needs it (``Batches`` keeps one part in memory at a time)."""
+
+    def __init__(self, folder: Path, rows: int, weighted: bool) -> None:
+        self.folder, self.rows, self.weighted = folder, rows, weighted
+
+    def load(self) -> tuple[Arrays, Arrays, Arrays | None]:
+        arrays: dict[str, Arrays] = {"x": {}, "y": {}, "w": {}}
+        for path in sorted(self.folder.glob("*.npy")):
+            kind, name = path.stem.split(".", 1)
+            if kind in arrays:
+                arrays[kind][name] = np.load(path)
+        return arrays["x"], arrays["y"], arrays["w"] if self.weighted else None
+
+    def present(self) -> Arrays:
+        """Per output, which rows have a target value (for scoring, not training)."""
+        return {path.stem.split(".", 1)[1]: np.load(path) for path in self.folder.glob("present.*.npy")}
+
+
+def write_part(folder: Path, x: Arrays, y: Arrays, weights: Arrays, present: Arrays) -> None:
+    folder.mkdir(parents=True)
+    for kind, arrays in (("x", x), ("y", y), ("w", weights), ("present", present)):
+        for name, values in arrays.items():
+            np.save(folder / f"{kind}.{name}.npy", np.ascontiguousarray(values))
 
 
 class Batches(keras.utils.PyDataset):
     """Mini-batches over parts; shuffled by (seed, epoch) when ``shuffle``. The epoch is set
-    by ``EpochOrder``, not counted here, since Keras may signal epoch ends more than once."""
+    by ``EpochOrder``, not counted here, since Keras may signal epoch ends more than once.
+
+    Batches are drawn part after part (a batch may span the end of one part and the start of
+    the next), so only the last batch is short and at most two parts' arrays are held at a
+    time.
+    """
 
     def __init__(self, parts: list[Part], batch_size: int, seed: int = 0, shuffle: bool = True,
                  epoch: int = 0) -> None:
@@ -45,28 +73,49 @@ class Batches(keras.utils.PyDataset):
         self.parts = [part for part in parts if part.rows]
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.epoch = epoch
+        self.held: dict[int, tuple] = {}
         self.arrange()
 
     def arrange(self) -> None:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.parts)) if self.shuffle else range(len(self.parts))
-        self.plan = []
+        self.plan: list[list[tuple[Part, np.ndarray]]] = []
+        batch: list[tuple[Part, np.ndarray]] = []
+        room = self.batch_size
         for index in order:
             part = self.parts[index]
             rows = rng.permutation(part.rows) if self.shuffle else np.arange(part.rows)
-            for start in range(0, part.rows, self.batch_size):
-                self.plan.append((part, np.sort(rows[start:start + self.batch_size])))
+            while rows.size:
+                batch.append((part, np.sort(rows[:room])))
+                room -= min(room, rows.size)
+                rows = rows[batch[-1][1].size:]
+                if not room:
+                    self.plan.append(batch)
+                    batch, room = [], self.batch_size
+        if batch:
+            self.plan.append(batch)
 
     @property
     def num_batches(self) -> int:
-        return sum(math.ceil(part.rows / self.batch_size) for part in self.parts)
+        return math.ceil(sum(part.rows for part in self.parts) / self.batch_size)
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __getitem__(self, index: int) -> tuple:
-        part, rows = self.plan[index]
-        return part.take(rows)
+        pieces = [self.rows_of(part, rows) for part, rows in self.plan[index]]
+        joined = [{name: np.concatenate([piece[k][name] for piece in pieces]) if len(pieces) > 1
+                   else pieces[0][k][name] for name in pieces[0][k]}
+                  for k in range(3) if pieces[0][k] is not None]
+        return tuple(joined)
+
+    def rows_of(self, part: Part, rows: np.ndarray) -> list[Arrays | None]:
+        if id(part) not in self.held:
+            if len(self.held) >= 2:
+                self.held.pop(next(iter(self.held)))
+            self.held[id(part)] = part.load()
+        return [None if arrays is None else {name: values[rows] for name, values in arrays.items()}
+                for arrays in self.held[id(part)]]
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:

@@ -123,7 +123,7 @@ class ImageInput(InputType):
     def decode(self, item: Any, kind: str, table: Any, row: int) -> np.ndarray:
         from PIL import Image
 
-        where = f"{table.source}, row {table.row_number(row)}, column {self.source!r}"
+        where = f"{table.at(row)}, column {self.source!r}"
         if kind == "path":
             path = Path(item)
             path = path if path.is_absolute() else table.base_dir / path
