@@ -1,9 +1,10 @@
 """The bundle: one directory that is whole or absent.
 
 ``spec.yaml``, ``state.json`` (fitted preprocessing), ``model.keras``, ``metrics.json``,
-``history.json`` and ``MANIFEST.json`` (sha256 of each file, plait and Keras versions).
-Written under a temporary name beside the target and renamed into place. Loaded with
-Keras's ``safe_mode=True``; nothing is unpickled.
+``history.json`` and ``MANIFEST.json`` (sha256 of each file, plait and Keras versions); when
+made, ``importance.json`` (``plait explain``), ``report.html`` and the ``plots/`` it shows.
+Written under a temporary name beside the target and renamed into place, also when files
+are added later (``update``). Loaded with Keras's ``safe_mode=True``; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ FILES = ("spec.yaml", "state.json", "model.keras", "metrics.json", "history.json
 FORMAT = 1
 
 
-def save(model: Any, path: Path) -> Path:
+def save(model: Any, path: Path, report: bool = False) -> Path:
     import keras
 
     import plait
@@ -39,12 +40,18 @@ def save(model: Any, path: Path) -> Path:
         model.keras_model_.save(partial / "model.keras")
         _write_json(partial / "metrics.json", model.metrics_)
         _write_json(partial / "history.json", model.history_)
+        if getattr(model, "importance_", None) is not None:
+            _write_json(partial / "importance.json", model.importance_)
+        if report:
+            from plait.report import report_files
+
+            _write_files(partial, report_files(model))
         manifest = {
             "format": FORMAT,
             "plait": plait.__version__,
             "keras": keras.__version__,
             "backend": keras.backend.backend(),
-            "files": {name: _sha256(partial / name) for name in FILES},
+            "files": _checksums(partial),
         }
         _write_json(partial / "MANIFEST.json", manifest)
         _replace(partial, path)
@@ -52,6 +59,50 @@ def save(model: Any, path: Path) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return path
+
+
+def update(path: Path, files: dict[str, bytes], drop: str | None = None) -> Path:
+    """Add or replace ``files`` (name → contents) in a saved bundle, and their checksums in its
+    manifest, leaving out the old files under the folder ``drop``; whole or not at all: the
+    new bundle is assembled beside it (unchanged files hard-linked) and renamed into place."""
+    manifest = verify(path)
+    partial = path.parent / f".{path.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        for name in manifest["files"]:
+            if name in files or (drop and name.startswith(drop.rstrip("/") + "/")):
+                continue
+            (partial / name).parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(path / name, partial / name)
+        _write_files(partial, files)
+        _write_json(partial / "MANIFEST.json", {**manifest, "files": _checksums(partial)})
+        _replace(partial, path)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the folder but the manifest, the required files first."""
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    names = [name for name in names if name != "MANIFEST.json"]
+    ordered = [name for name in FILES if name in names] + [n for n in names if n not in FILES]
+    return {name: _sha256(folder / name) for name in ordered}
 
 
 def _replace(partial: Path, path: Path) -> None:
@@ -78,6 +129,8 @@ def load(path: Path) -> Any:
     model.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     model.history_ = json.loads((path / "history.json").read_text(encoding="utf-8"))
     model.manifest_ = manifest
+    if "importance.json" in manifest["files"]:
+        model.importance_ = json.loads((path / "importance.json").read_text(encoding="utf-8"))
     try:
         keras_model = keras.saving.load_model(path / "model.keras", safe_mode=True, compile=False)
     except (ValueError, OSError, KeyError) as error:

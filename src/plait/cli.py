@@ -54,6 +54,8 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last "
                                          "checkpoint.")] = False,
+    report: Annotated[bool, typer.Option(help="Write report.html and its plots into the "
+                                         "bundle.")] = True,
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder for the encoded cache of "
                                                "streamed data (default: train.cache_dir, "
                                                "$PLAIT_CACHE_DIR or ~/.cache/plait).")] = None,
@@ -73,7 +75,7 @@ def train(
     model = Model(config, verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
     model.fit(data, validation_data=valid, epochs=epochs, checkpoint=checkpoint, resume=resume,
               cache_dir=cache)
-    model.save(out)
+    model.save(out, report=report)
     clear(checkpoint)
     if not quiet:
         show_data_report(model.data_report_)
@@ -227,6 +229,65 @@ def serve(
     run(settings, host=host, port=port, workers=workers, access_log=access_log)
 
 
+@app.command()
+@user_errors
+def explain(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    data: DataOption,
+    repeats: Annotated[int, typer.Option(help="Shuffles (and bootstrap resamples) per input.",
+                                         min=1)] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the first shuffle.", min=0)] = 0,
+) -> None:
+    """How much each output's metric drops on labelled DATA when each input is permuted across
+    rows, or switched off (its training-set default in every row). Written to
+    importance.json in the bundle (and its report, when it has one)."""
+    import json
+
+    from plait.bundle import update
+    from plait.model import load
+
+    model = load(bundle)
+    result = model.explain(data, repeats=repeats, seed=seed)
+    show_importance(result)
+    files = {"importance.json": (json.dumps(result, indent=2) + "\n").encode("utf-8")}
+    if "report.html" in model.manifest_["files"]:
+        from plait.report import report_files
+
+        files.update(report_files(model))
+    update(bundle, files, drop="plots" if "report.html" in files else None)
+    print(f"importance written to {bundle / 'importance.json'}")
+
+
+@app.command()
+@user_errors
+def report(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    data: Annotated[Path | None, typer.Option("--data", help="Show metrics and plots on this "
+                                              "labelled file instead of the validation split.")] = None,
+) -> None:
+    """Write report.html into the bundle: metrics beside baselines, plots, per-input importance,
+    the model diagram, the data summary and the config, in one self-contained page."""
+    from plait.report import write_report
+
+    print(f"report written to {write_report(bundle, data)}")
+
+
+def show_importance(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from plait.explain import ranked
+
+    table = Table(title=f"importance on {result['rows']} rows ({result['repeats']} repeats): "
+                        "drop in the metric, mean ± sd")
+    for heading in ("input", "output", "metric", "permuted", "switched off"):
+        table.add_column(heading, justify="right" if heading in ("permuted", "switched off") else "left")
+    for name, out, metric, permuted, switched in ranked(result):
+        table.add_row(name, out, metric, f"{permuted['mean']:.4f} ± {permuted['std']:.4f}",
+                      f"{switched['mean']:.4f} ± {switched['std']:.4f}")
+    Console().print(table)
+
+
 def show_description(summary: dict[str, dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -265,17 +326,18 @@ def show_metrics(metrics: dict, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"metrics ({title})")
-    for heading in ("output", "metric", "value", "baseline"):
+    for heading in ("output", "metric", "value", "baseline", "lift"):
         table.add_column(heading)
     for output, scores in metrics.items():
         if not isinstance(scores, dict):
             continue
-        baseline = scores.get("baseline", {})
+        baseline, lift = scores.get("baseline", {}), scores.get("lift", {})
         for name, value in scores.items():
             if isinstance(value, float):
                 shown = baseline.get(name)
                 table.add_row(output, name, f"{value:.4f}",
-                              f"{shown:.4f}" if isinstance(shown, float) else "")
+                              f"{shown:.4f}" if isinstance(shown, float) else "",
+                              f"{lift[name]:+.4f}" if name in lift else "")
     Console().print(table)
 
 

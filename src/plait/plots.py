@@ -1,0 +1,253 @@
+"""The report's plots as PNG bytes, drawn with matplotlib's Agg canvas (no display, no pyplot
+state); matplotlib is imported only here, when a plot is drawn.
+
+Every function reads what a bundle stores: the training history, an output's metrics and
+their ``curves``, ``importance.json``, and the spec with the model's description.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+INK, MODEL, BASELINE, VALIDATION = "#1f2933", "#2563eb", "#9ca3af", "#ea580c"
+KIND_COLOURS = {"input": "#dbeafe", "branch": "#e0f2fe", "merge": "#fef3c7", "head": "#ede9fe",
+                "output": "#dcfce7"}
+
+
+def _figure(width: float, height: float, left: float = 0.7, bottom: float = 0.6, right: float = 0.2,
+            top: float = 0.4, gap: float = 0.7) -> Any:
+    """A figure whose margins (in inches) are fixed: cheaper to draw than a layout engine."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    figure.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
+                           top=1 - top / height, wspace=gap)
+    return figure
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def training_curves(history: dict[str, list[float]], outputs: list[str]) -> dict[str, bytes]:
+    """``loss.png`` (total loss) and ``<output>_training.png`` (that output's loss and metrics),
+    training and validation per epoch."""
+    plots = {}
+    groups: dict[str, list[str]] = {"loss": ["loss"]}
+    for key in history:
+        name = key.removeprefix("val_")
+        owner = max((o for o in outputs if name.startswith(o + "_")), key=len, default=None)
+        if owner is not None:
+            groups.setdefault(owner, [])
+            metric = name[len(owner) + 1:]
+            if metric not in groups[owner]:
+                groups[owner].append(metric)
+    for owner, metrics in groups.items():
+        metrics.sort(key=lambda metric: metric != "loss")
+        keys = metrics if owner == "loss" else [f"{owner}_{m}" for m in metrics]
+        keys = [k for k in keys if k in history or f"val_{k}" in history]
+        if not keys:
+            continue
+        figure = _figure(3.2 * len(keys), 2.8)
+        for position, key in enumerate(keys, start=1):
+            axes = figure.add_subplot(1, len(keys), position)
+            for prefix, colour, label in (("", MODEL, "training"), ("val_", VALIDATION, "validation")):
+                values = history.get(prefix + key)
+                if values:
+                    axes.plot(range(1, len(values) + 1), values, color=colour, label=label, marker=".")
+            axes.set_title(key, fontsize=10)
+            axes.set_xlabel("epoch")
+            axes.legend(fontsize=8)
+        plots["loss.png" if owner == "loss" else f"{owner}_training.png"] = _png(figure)
+    return plots
+
+
+def confusion(matrix: list[list[int]], labels: list[str], title: str) -> bytes:
+    """Counts with the true class in rows and the predicted class in columns."""
+    counts = np.asarray(matrix)
+    size = max(3.0, 0.55 * len(labels) + 2)
+    longest = max((len(str(label)[:14]) for label in labels), default=1)
+    figure = _figure(size + 0.8 + 0.07 * longest, size + 0.07 * longest, left=0.5 + 0.07 * longest,
+                     bottom=0.5 + 0.07 * longest, right=0.1)
+    axes = figure.add_subplot()
+    image = axes.imshow(counts, cmap="Blues")
+    axes.set_xticks(range(len(labels)), [str(label)[:14] for label in labels], rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), [str(label)[:14] for label in labels])
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title, fontsize=10)
+    if len(labels) <= 20:
+        high = counts.max() if counts.size else 0
+        for (row, column), count in np.ndenumerate(counts):
+            axes.text(column, row, str(count), ha="center", va="center", fontsize=8,
+                      color="white" if count > high / 2 else INK)
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return _png(figure)
+
+
+def roc(curves: dict, auc: float, title: str) -> bytes:
+    figure = _figure(3.6, 3.4)
+    axes = figure.add_subplot()
+    axes.plot(curves["roc"]["fpr"], curves["roc"]["tpr"], color=MODEL, label=f"model (AUC {auc:.3f})")
+    axes.plot([0, 1], [0, 1], color=BASELINE, linestyle="--", label="chance (AUC 0.5)")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.02))
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, loc="lower right")
+    return _png(figure)
+
+
+def precision_recall(curves: dict, average_precision: float, title: str) -> bytes:
+    figure = _figure(3.6, 3.4)
+    axes = figure.add_subplot()
+    pr = curves["pr"]
+    axes.step(pr["recall"], pr["precision"], where="post", color=MODEL,
+              label=f"model (AP {average_precision:.3f})")
+    axes.axhline(pr["positive_rate"], color=BASELINE, linestyle="--",
+                 label=f"baseline ({pr['positive_rate']:.3f})")
+    axes.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, loc="lower left")
+    return _png(figure)
+
+
+def calibration(curves: dict, title: str) -> bytes:
+    """Observed positive rate against the mean predicted probability, per probability bin."""
+    figure = _figure(3.6, 3.4)
+    axes = figure.add_subplot()
+    bins = curves["calibration"]
+    axes.plot([0, 1], [0, 1], color=BASELINE, linestyle="--", label="perfectly calibrated")
+    axes.plot(bins["predicted"], bins["observed"], color=MODEL, marker="o", label="model")
+    axes.set(xlabel="mean predicted probability", ylabel="observed positive rate", xlim=(0, 1),
+             ylim=(0, 1.02))
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8, loc="upper left")
+    return _png(figure)
+
+
+def residuals(curves: dict, title: str) -> bytes:
+    """Prediction minus truth against the truth, in the target's units."""
+    figure = _figure(4.2, 3.4)
+    axes = figure.add_subplot()
+    truth = np.asarray(curves["residuals"]["truth"])
+    error = np.asarray(curves["residuals"]["predicted"]) - truth
+    axes.scatter(truth, error, s=8, alpha=0.6, color=MODEL)
+    axes.axhline(0, color=BASELINE, linestyle="--")
+    axes.set(xlabel="truth", ylabel="prediction − truth")
+    axes.set_title(title, fontsize=10)
+    return _png(figure)
+
+
+def importance_bars(result: dict) -> bytes:
+    """Per output, each input's mean drop (with its standard deviation) when permuted and
+    when switched off."""
+    outputs = list(result["metrics"])
+    inputs = list(result["inputs"])
+    margin = 0.3 + 0.075 * max((len(name) for name in inputs), default=1)
+    figure = _figure((3.4 + margin) * len(outputs), max(2.6, 0.45 * len(inputs) + 1.4), left=margin,
+                     gap=margin / 3.4 + 0.1)
+    rows = np.arange(len(inputs))
+    for position, out in enumerate(outputs, start=1):
+        axes = figure.add_subplot(1, len(outputs), position)
+        for offset, (way, colour) in enumerate((("permutation", MODEL), ("switch_off", VALIDATION))):
+            means = [result["inputs"][name][out][way]["mean"] for name in inputs]
+            spreads = [result["inputs"][name][out][way]["std"] for name in inputs]
+            axes.barh(rows + (offset - 0.5) * 0.38, means, height=0.38, xerr=spreads, color=colour,
+                      label=way.replace("_", " "), error_kw={"elinewidth": 1, "capsize": 2})
+        axes.set_yticks(rows, inputs)
+        axes.invert_yaxis()
+        axes.axvline(0, color=INK, linewidth=0.8)
+        axes.set_xlabel(f"drop in {result['metrics'][out]}")
+        axes.set_title(out, fontsize=10)
+        axes.legend(fontsize=8, loc="best")
+    return _png(figure)
+
+
+def diagram(spec: Any, description: dict[str, dict] | None = None) -> bytes:
+    """Boxes and arrows: inputs → branches → merge nodes → head → outputs."""
+    import matplotlib.patches as patches
+
+    nodes, edges = _graph(spec, description or {})
+    columns: dict[int, list[str]] = {}
+    for key, node in nodes.items():
+        columns.setdefault(node["column"], []).append(key)
+    height = max(len(keys) for keys in columns.values())
+    places: dict[str, tuple[float, float]] = {}
+    for column in sorted(columns):
+        keys = columns[column]
+        if column > 0:  # line each node up with the nodes that feed it
+            keys.sort(key=lambda k: -np.mean([places[s][1] for s, t in edges if t == k] or [0.0]))
+        for index, key in enumerate(keys):
+            places[key] = (column, (len(keys) - 1) / 2 - index)  # centred on 0
+    figure = _figure(2.1 * len(columns) + 0.4, 0.95 * height + 0.9, left=0.1, right=0.1, top=0.1,
+                     bottom=0.1)
+    axes = figure.add_subplot()
+    axes.set_xlim(-0.55, len(columns) - 0.45)
+    axes.set_ylim(-height / 2 - 0.1, height / 2 + 0.1)
+    axes.axis("off")
+    half_width, half_height = 0.42, 0.36
+    for source, target in edges:
+        (x0, y0), (x1, y1) = places[source], places[target]
+        axes.annotate("", xy=(x1 - half_width, y1), xytext=(x0 + half_width, y0),
+                      arrowprops={"arrowstyle": "->", "color": INK, "linewidth": 0.9})
+    for key, node in nodes.items():
+        x, y = places[key]
+        axes.add_patch(patches.FancyBboxPatch(
+            (x - half_width, y - half_height), 2 * half_width, 2 * half_height,
+            boxstyle="round,pad=0.02", facecolor=KIND_COLOURS[node["kind"]], edgecolor=INK, linewidth=0.8))
+        axes.text(x, y, node["label"], ha="center", va="center", fontsize=7.5, color=INK)
+    return _png(figure)
+
+
+def _graph(spec: Any, description: dict[str, dict]) -> tuple[dict[str, dict], list[tuple[str, str]]]:
+    """Nodes (kind, column, label) and edges of the model diagram."""
+
+    def shape(name: str) -> str:
+        layers = description.get(name, {}).get("layers")
+        return str(tuple(layers[-1]["shape"][1:])) if layers else ""
+
+    def chain(name: str) -> str:
+        rows = description.get(name, {}).get("layers", [])
+        classes = [row["class"] for row in rows if row["class"] != "InputLayer"]
+        text = " → ".join(dict.fromkeys(classes)) if classes else "as is"
+        return text if len(text) <= 24 else text[:23] + "…"
+
+    nodes: dict[str, dict] = {}
+    edges: list[tuple[str, str]] = []
+    for spec_input in spec.inputs:
+        nodes[f"in:{spec_input.name}"] = {"kind": "input", "column": 0,
+                                          "label": f"{_short(spec_input.name)}\n{spec_input.type}"}
+        nodes[f"branch:{spec_input.name}"] = {"kind": "branch", "column": 1,
+                                              "label": f"{chain(spec_input.name)}\n{shape(spec_input.name)}"}
+        edges.append((f"in:{spec_input.name}", f"branch:{spec_input.name}"))
+    where = {s.name: f"branch:{s.name}" for s in spec.inputs}
+    column_of = {f"branch:{s.name}": 1 for s in spec.inputs}
+    for node in spec.merge_nodes:
+        sources = [where[name] for name in spec.node_sources(node)]
+        key = f"merge:{node.name}"
+        column_of[key] = 1 + max(column_of[s] for s in sources)
+        nodes[key] = {"kind": "merge", "column": column_of[key],
+                      "label": f"{_short(node.name)}\n{node.strategy} {shape(node.name)}"}
+        edges += [(source, key) for source in sources]
+        where[node.name] = key
+    last = max(column_of.values())
+    trunk_readers = [out for out in spec.outputs if out.reads is None]
+    if trunk_readers:
+        main = where[spec.main_node.name]
+        last = column_of[main] + 1
+        units = " → ".join(str(u) for u in spec.head.layers) or "none"
+        nodes["head"] = {"kind": "head", "column": last, "label": f"head\ndense {units}"}
+        edges.append((main, "head"))
+    for out in spec.outputs:
+        key = f"out:{out.name}"
+        nodes[key] = {"kind": "output", "column": last + 1, "label": f"{_short(out.name)}\n{out.type}"}
+        edges.append(("head" if out.reads is None else where[out.reads], key))
+    return nodes, edges
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 18 else name[:17] + "…"
