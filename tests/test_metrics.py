@@ -3,11 +3,15 @@ split, and evaluation beside the baselines on a real trained model."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn import metrics as sk
 
 import plait
+from conftest import fit, train_block
 from plait.errors import ConfigError
 from plait.metrics import (
     average_precision,
@@ -123,3 +127,41 @@ def test_threshold_and_threshold_by_together_are_refused() -> None:
     spec["outputs"][0] = {"name": "y", "type": "binary", "threshold_by": "auc"}
     with pytest.raises(ConfigError, match=r"outputs\[0\]\.threshold_by: found 'auc'; expected one of"):
         plait.load_spec(spec)
+
+
+def signal_frame(rows: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=rows)
+    return pd.DataFrame({"signal": signal, "noise": rng.normal(size=rows),
+                         "y": np.where(signal + 0.6 * rng.normal(size=rows) > 0.5, "yes", "no")})
+
+
+@pytest.fixture(scope="module")
+def thresholded() -> plait.Model:
+    spec = {"inputs": [{"name": "signal", "type": "number"}, {"name": "noise", "type": "number"}],
+            "outputs": [{"name": "y", "type": "binary"}],
+            "train": train_block(epochs=30, learning_rate=0.05, validation_split=0.3)}
+    return fit(spec, signal_frame())
+
+
+def test_threshold_is_chosen_on_validation_and_used(thresholded: plait.Model, tmp_path) -> None:
+    state = thresholded.states_["y"]
+    assert state["threshold_by"] == "f1" and state["threshold"] != 0.5
+    validation = thresholded.metrics_["validation"]["y"]
+    assert validation["threshold"] == state["threshold"] and validation["rows"] == 90
+    assert validation["f1"] > validation["baseline"]["f1"] and validation["lift"]["roc_auc"] > 0.3
+    bundle = thresholded.save(tmp_path / "bundle")
+    stored = json.loads((bundle / "state.json").read_text())["states"]["y"]
+    assert stored["threshold"] == state["threshold"]
+    test = signal_frame(200, seed=1)
+    predicted = plait.load(bundle).predict(test)
+    expected = np.where(predicted["y_proba"] >= state["threshold"], "yes", "no")
+    assert predicted["y"].tolist() == expected.tolist()
+    assert ((predicted["y_proba"] >= 0.5) != (predicted["y_proba"] >= state["threshold"])).any()
+    scores = plait.load(bundle).evaluate(test)["y"]
+    called = (predicted["y_proba"] >= state["threshold"]).astype(int)
+    assert scores["threshold"] == state["threshold"]
+    assert scores["f1"] == pytest.approx(sk.f1_score((test["y"] == "yes").astype(int), called))
+    assert scores["pr_auc"] > scores["baseline"]["pr_auc"] + 0.2
+    assert scores["baseline"]["kind"] == "majority class" and scores["baseline"]["roc_auc"] == 0.5
+    assert len(scores["curves"]["roc"]["fpr"]) == len(scores["curves"]["roc"]["tpr"]) > 10
