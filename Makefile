@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean bench
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(VENV)/.core
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest -q
+
+# make bench: the benchmarks (table printed, figures in benchmarks/results.json); QUICK=1 for a short run.
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick --out $(RUN)/bench/results-quick.json)
 
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests
