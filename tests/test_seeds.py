@@ -8,6 +8,7 @@ with plait's model: trainable parameters, layer types in order, output shape of 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -234,7 +235,10 @@ def assert_same_network(model: Any, reference: Any) -> None:
         tuple(t.shape) for t in reference.outputs)
 
 
+@functools.cache
 def plait_model(example: str) -> Any:
+    """plait's model for an example, built once and shared by the tests (here and in
+    test_codegen.py) that read its structure or train it."""
     spec = load_spec(SEEDS / f"{example}.yaml")
     return build(spec, placeholder_states(spec))
 
@@ -291,7 +295,7 @@ def test_same_network_as_the_seed(example: str) -> None:
 @pytest.mark.parametrize("example", sorted(REFERENCES))
 def test_trains_an_epoch_and_predicts(example: str) -> None:
     spec = load_spec(SEEDS / f"{example}.yaml")
-    model = compile_model(build(spec, placeholder_states(spec)), spec)
+    model = compile_model(plait_model(example), spec)
     rows = 8
     x = arrays_for(model, rows)
     history = model.fit(x, targets_for(model, rows), epochs=1, batch_size=rows, verbose=0)
@@ -341,6 +345,24 @@ def test_mask_declared_twice_is_refused() -> None:
     config["inputs"] += [dict(mask), dict(mask)]
     with pytest.raises(ConfigError, match=r"inputs\[3\].name: found 'input_b_mask', already the name "
                                           r"of inputs\[2\].name"):
+        load_spec(config)
+
+
+def test_lambda_merge_is_refused_with_the_strategies() -> None:
+    config = seed_config("002-3")
+    config["merge"] = {"strategy": "lambda"}
+    with pytest.raises(ConfigError, match=r"merge.strategy: found 'lambda'; expected one of 'concat', "
+                                          r"'add', 'average', 'multiply' or 'maximum'"):
+        load_spec(config)
+
+
+def test_one_hot_loss_for_labels_is_refused() -> None:
+    # Seed 004, example 2 trains with categorical_crossentropy, which needs one-hot targets;
+    # a category output takes the labels and its loss is not a key of the config.
+    config = seed_config("004-2")
+    config["outputs"][0]["loss"] = "categorical_crossentropy"
+    with pytest.raises(ConfigError, match=r"outputs\[0\].loss: unknown key; allowed keys here: activation, "
+                                          r"class_weight, classes"):
         load_spec(config)
 
 

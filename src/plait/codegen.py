@@ -28,6 +28,9 @@ from plait.spec import Spec
 RESERVED = {"keras", "layers", "model", "os", "WEIGHTS"}
 WIDTH = 99
 SKIPPED_KEYS = {"name", "build_config", "compile_config"}
+ALWAYS_SHOWN = {"pool_size"}  # a reader should not have to know the pooling layers' default
+WINDOW_KEYS = {"kernel_size", "strides", "pool_size", "dilation_rate"}  # (3,) reads better as 3
+LISTED_LABELS = 10  # outputs with more classes than this name only their count
 
 
 class CodegenError(PlaitError):
@@ -35,20 +38,21 @@ class CodegenError(PlaitError):
 
 
 def generate(spec: Spec, states: dict[str, dict] | None = None, *, weights: str | Path | None = None,
-             source: str | None = None) -> str:
+             source: str | None = None, model: Any = None) -> str:
     """The Python source of a script that builds (and, given ``weights``, loads) the model.
 
     ``states`` are fitted preprocessing states; without them the sizes are the config's
     own (declared or default: the same as ``plait describe`` without data). ``weights`` is
     a ``.keras`` file whose weights the script loads; ``source`` names the config or
-    bundle in the script's docstring.
+    bundle in the script's docstring. ``model`` is the Keras model plait built from these
+    (a fitted model's, or a loaded bundle's); without it, it is built here.
     """
     from plait.graph import build
     from plait.model import placeholder_states
 
     fitted = states is not None
-    model = build(spec, states if fitted else placeholder_states(spec))
     states = states if fitted else placeholder_states(spec)
+    model = model if model is not None else build(spec, states)
     return _Writer(spec, states, model).script(fitted, weights, source)
 
 
@@ -58,10 +62,12 @@ def generate_for(target: Path, data: Path | None = None) -> str:
     from plait.model import load
     from plait.spec import load_spec
 
+    if not target.exists():
+        raise PlaitError(f"{target}: no such config file or bundle directory")
     if target.is_dir():
         model = load(target)
         return generate(model.spec, model.states_, weights=(target / "model.keras").resolve(),
-                        source=f"the trained bundle {target}")
+                        source=f"the trained bundle {target}", model=model.keras_model)
     spec = load_spec(target)
     states = None
     if data is not None:
@@ -85,8 +91,10 @@ class _Writer:
     claimed: set[str] = field(default_factory=set)
     last_use: dict[int, int] = field(default_factory=dict)  # id(tensor) -> last reader's position
     position: int = 0  # the layer being written, counted from 1
+    fitted: bool = False
 
     def script(self, fitted: bool, weights: str | Path | None, source: str | None) -> str:
+        self.fitted = fitted
         order = self.order()
         self.last_use = self.uses(order)
         for name in self.public_names():
@@ -155,7 +163,7 @@ class _Writer:
             inputs = [self.names[id(t)] for t in tensors]
             argument = f"[{', '.join(inputs)}]" if listed else inputs[0]
             variable = self.assign(layer, kind, owner, tensors)
-            lines += _wrap(f"{variable} = ", _layer_call(layer), f"({argument})")
+            lines += _wrap(f"{variable} = ", _layer_call(layer), argument, listed)
         return lines
 
     def title(self, kind: str, owner: str) -> str:
@@ -173,8 +181,25 @@ class _Writer:
         if kind == "output":
             out = next(o for o in self.spec.outputs if o.name == owner)
             reads = out.reads or ("the head" if self.spec.head.layers else self.spec.main_node.name)
-            return f"Output {owner!r} ({out.type}), reading {reads}."
+            return f"Output {owner!r} ({out.type}), reading {reads}.{self.output_note(out)}"
         return "Layers."
+
+    def output_note(self, out: Any) -> str:
+        """What the output's units hold, from its fitted state (nothing before fitting)."""
+        if not self.fitted:
+            return ""
+        state = self.states[out.name]
+        if out.type == "number":
+            if state["shift"] == 0.0 and state["divide"] == 1.0:
+                return "\n# It predicts the target in its own units."
+            return (f"\n# It predicts the standardised target; in the target's units: "
+                    f"prediction * {state['divide']:.6g} + {state['shift']:.6g}.")
+        labels = [str(label) for label in state["labels"]]
+        if out.type == "binary":
+            return f"\n# It predicts the probability of {labels[1]!r} (the other label: {labels[0]!r})."
+        if len(labels) > LISTED_LABELS:
+            return f"\n# Its {len(labels)} units are the probabilities of the labels, in sorted order."
+        return f"\n# Its units are the probabilities of {', '.join(map(repr, labels))}, in this order."
 
     def input_line(self, layer: Any) -> list[str]:
         tensor = layer.output
@@ -189,7 +214,7 @@ class _Writer:
     def input_note(self, name: str) -> str:
         for s in self.spec.inputs:
             if name == s.name:
-                return f"{name}: {_encoding(s, self.states[s.name])}"
+                return f"{name}: {_encoding(s, self.states[s.name], self.fitted)}"
             if s.optional and name == s.mask_name:
                 return f"{name}: 1.0 where {s.name} is present, 0.0 where it is missing"
         return name
@@ -199,6 +224,8 @@ class _Writer:
         overwritten (hand-written style: ``x = layer(x)``), else the layer's own name."""
         stream = {"branch": f"{owner}_features", "merge": owner, "head": "head",
                   "output": owner}.get(kind, layer.name)
+        if kind == "merge" and layer.name != owner:  # a projection before the merge layer
+            stream = layer.name
         if stream not in self.streams:
             self.streams[stream] = self.fresh(_identifier(stream), stream in self.public_names())
         variable = self.streams[stream]
@@ -229,8 +256,6 @@ class _Writer:
     # -- header and footer -------------------------------------------------------------
 
     def header(self, fitted: bool, weights: str | Path | None, source: str | None) -> list[str]:
-        import textwrap
-
         described = (source or "a plait config").replace("\\", "/").replace('"', "'")
         sizes = ("Sizes come from the fitted preprocessing." if fitted else
                  "Sizes that depend on data (vocabularies, category counts, inferred lengths) "
@@ -246,7 +271,7 @@ class _Writer:
         if weights is not None:
             paragraphs.append("The trained weights are loaded from the bundle's model.keras "
                               "(WEIGHTS below).")
-        doc = "\n\n".join(textwrap.fill(text, 88) for text in paragraphs)
+        doc = "\n\n".join(_fill(text, 88) for text in paragraphs)
         lines = ['"""' + doc, '"""', "", "import os", "",
                  "# plait runs Keras on JAX unless KERAS_BACKEND says otherwise.",
                  'os.environ.setdefault("KERAS_BACKEND", "jax")', "",
@@ -287,7 +312,7 @@ class _Writer:
         optimizer = f"keras.optimizers.{OPTIMIZERS[train.optimizer]}(learning_rate={train.learning_rate!r})"
         losses = {out.name: _object(out.keras_loss(), "losses") for out in self.spec.outputs}
         weights = {out.name: repr(float(out.weight)) for out in self.spec.outputs}
-        metrics = {out.name: "[" + ", ".join(_object(m, "metrics") for m in out.keras_metrics()) + "]"
+        metrics = {out.name: [_object(metric, "metrics") for metric in out.keras_metrics()]
                    for out in self.spec.outputs}
         lines = ["model.compile(", f"    optimizer={optimizer},"]
         for key, value in (("loss", losses), ("loss_weights", weights), ("metrics", metrics)):
@@ -347,10 +372,13 @@ def _layer_call(layer: Any, named: bool = True) -> str:
         default = cls(keras.layers.LSTM(1)).get_config()
     else:
         arguments, skip, default = _required(cls, config)
+    first = [name for name in inspect.signature(cls.__init__).parameters if name != "self"][0]
     for key, value in config.items():
-        if key in SKIPPED_KEYS or key in skip or (key in default and default[key] == value):
+        shown = key in ALWAYS_SHOWN and key not in skip
+        if not shown and (key in SKIPPED_KEYS or key in skip or (key in default and default[key] == value)):
             continue
-        arguments.append(f"{key}={_literal(value)}")
+        written = _argument(key, value)
+        arguments.append(written if shown and key == first and not arguments else f"{key}={written}")
     if named:
         arguments.append(f"name={_literal(layer.name)}")
     return f"layers.{cls.__name__}({', '.join(arguments)})"
@@ -373,9 +401,17 @@ def _required(cls: type, config: dict) -> tuple[list[str], set[str], dict]:
             default = cls(**given, **extra).get_config()
         except (TypeError, ValueError) as error:
             raise CodegenError(f"cannot write a {cls.__name__} layer: {error}") from None
-        return ([_literal(given[n]) for n in required] + [f"{k}={_literal(v)}" for k, v in extra.items()],
-                set(given) | set(extra), default)
-    return [_literal(given[name]) for name in required], set(given), default
+        written = [_argument(n, given[n]) for n in required]
+        written += [f"{k}={_argument(k, v)}" for k, v in extra.items()]
+        return written, set(given) | set(extra), default
+    return [_argument(name, given[name]) for name in required], set(given), default
+
+
+def _argument(key: str, value: Any) -> str:
+    """A layer argument's source; a one-element window (kernel, pool, strides) as its number."""
+    if key in WINDOW_KEYS and isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    return _literal(value)
 
 
 def _object(value: Any, module: str) -> str:
@@ -406,38 +442,65 @@ def _mapping_literal(value: dict) -> str:
     return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
 
 
-def _mapping_lines(prefix: str, value: dict[str, str]) -> list[str]:
-    """``prefix{key: value, ...},`` for values that are already source text: one line, or
-    one entry a line when that is too long."""
-    entries = [f"{_literal(k)}: {v}" for k, v in value.items()]
+def _mapping_lines(prefix: str, value: dict[str, str | list[str]]) -> list[str]:
+    """``prefix{key: value, ...},`` for values that are already source text (a list: its
+    items' source): one line, or one entry a line, or one list item a line, as width allows."""
+    def written(item: str | list[str]) -> str:
+        return "[" + ", ".join(item) + "]" if isinstance(item, list) else item
+
+    entries = [f"{_literal(k)}: {written(v)}" for k, v in value.items()]
     line = prefix + "{" + ", ".join(entries) + "},"
     if len(line) <= WIDTH:
         return [line]
-    indent = " " * (len(prefix) - len(prefix.lstrip()))
-    return [prefix + "{", *(f"{indent}    {entry}," for entry in entries), indent + "},"]
+    indent = " " * (len(prefix) - len(prefix.lstrip()) + 4)
+    lines = [prefix + "{"]
+    for (key, item), entry in zip(value.items(), entries, strict=True):
+        if len(f"{indent}{entry},") <= WIDTH or not isinstance(item, list):
+            lines.append(f"{indent}{entry},")
+        else:
+            lines += [f"{indent}{_literal(key)}: [", *(f"{indent}    {part}," for part in item),
+                      f"{indent}],"]
+    return lines + [indent[:-4] + "},"]
+
+
+def _fill(text: str, width: int) -> str:
+    """``textwrap.fill`` that never breaks a line inside a `code span`."""
+    import re
+    import textwrap
+
+    glued = re.sub(r"`[^`]*`", lambda span: span.group().replace(" ", "\0"), text)
+    return textwrap.fill(glued, width).replace("\0", " ")
 
 
 def _identifier(name: str) -> str:
     return f"{name}_" if keyword.iskeyword(name) or name in RESERVED else name
 
 
-def _wrap(prefix: str, call: str, suffix: str, indent: str = "") -> list[str]:
-    """One line, or the call's arguments on their own indented line when it is too long."""
-    line = prefix + call + suffix
-    if len(line) <= WIDTH or "(" not in call and "{" not in call:
+def _wrap(prefix: str, call: str, argument: str, listed: bool) -> list[str]:
+    """``prefix call(argument)`` on one line; when too long, a list of tensors goes on its own
+    line, and a layer's arguments go on theirs: the layer, then what it is applied to."""
+    line = f"{prefix}{call}({argument})"
+    if len(line) <= WIDTH:
         return [line]
-    opening = min(i for i in (call.find("("), call.find("{")) if i >= 0)
-    closing = call[-1]
-    inner = call[opening + 1:-1]
-    return [prefix + call[:opening + 1], f"{indent}    {inner}", f"{indent}{closing}{suffix}"]
+    after_call = [f"{prefix}{call}(", f"    {argument}", ")"]
+    opening = call.index("(")
+    inside_call = [prefix + call[:opening + 1], f"    {call[opening + 1:-1]}", f")({argument})"]
+    preferred, other = (after_call, inside_call) if listed else (inside_call, after_call)
+    return preferred if max(map(len, preferred)) <= WIDTH or max(map(len, other)) > WIDTH else other
 
 
-def _encoding(spec: Any, state: dict) -> str:
-    """What the encoded array of an input holds, in words."""
+def _encoding(spec: Any, state: dict, fitted: bool) -> str:
+    """What the encoded array of an input holds, in words (with the fitted numbers, when
+    there are few)."""
     scale = getattr(spec, "scale", None)
     scaled = {"standard": "standardised", "minmax": "scaled to [0, 1]", "none": "as given"}.get(scale, "")
     if spec.type == "number":
+        if fitted and scale != "none":
+            return (f"one number, (value - {state['shift']:.6g}) / {state['divide']:.6g}; a missing "
+                    f"value counts as {state['fill']:.6g}")
         return f"one number, {scaled} (missing values filled)"
+    if spec.type == "category" and fitted and len(state["vocabulary"]) <= LISTED_LABELS:
+        return (f"1 + the value's position in {state['vocabulary']} (0: unseen or missing)")
     if spec.type == "vector":
         size = state.get("size")
         reduce = getattr(spec, "reduce", "none")
