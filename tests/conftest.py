@@ -7,8 +7,11 @@ microseconds), so the time a fit costs is mostly compilation, paid once per mode
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,15 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+
+# Many tests fit models of the same architecture (two seeds, a resumed run, a reloaded
+# bundle, CLI subprocesses): JAX's persistent compilation cache, in a folder this session
+# owns and its subprocesses inherit, compiles each distinct program once.
+_JAX_CACHE = tempfile.mkdtemp(prefix="plait-tests-jax-")
+atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _JAX_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 DATA = Path(__file__).parent / "data"
 PENGUINS = DATA / "penguins.csv"
