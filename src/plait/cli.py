@@ -285,7 +285,7 @@ def show_importance(result: dict) -> None:
     for name, out, metric, permuted, switched in ranked(result):
         table.add_row(name, out, metric, f"{permuted['mean']:.4f} ± {permuted['std']:.4f}",
                       f"{switched['mean']:.4f} ± {switched['std']:.4f}")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 110).print(table)
 
 
 def show_description(summary: dict[str, dict]) -> None:

@@ -144,9 +144,11 @@ def residuals(curves: dict, title: str) -> bytes:
 
 def importance_bars(result: dict) -> bytes:
     """Per output, each input's mean drop (with its standard deviation) when permuted and
-    when switched off."""
+    when switched off; the most important inputs on top."""
+    from plait.explain import ranked
+
     outputs = list(result["metrics"])
-    inputs = list(result["inputs"])
+    inputs = list(dict.fromkeys(row[0] for row in ranked(result)))
     margin = 0.3 + 0.075 * max((len(name) for name in inputs), default=1)
     figure = _figure((3.4 + margin) * len(outputs), max(2.6, 0.45 * len(inputs) + 1.4), left=margin,
                      gap=margin / 3.4 + 0.1)

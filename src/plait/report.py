@@ -36,6 +36,7 @@ td.better { color: #15803d; } td.worse { color: #b91c1c; }
 figure { margin: 0; background: white; border: 1px solid #e2e8f0; padding: 8px; }
 figure img { display: block; max-width: 100%; height: auto; }
 figcaption { font-size: 12px; color: #64748b; margin-top: 4px; }
+summary { cursor: pointer; color: #475569; }
 pre { background: white; border: 1px solid #e2e8f0; padding: 12px; overflow-x: auto; font-size: 13px; }
 .note { color: #475569; font-size: 14px; }
 """
@@ -111,7 +112,8 @@ def render(model: Any, metrics: dict | None, source: str, images: dict[str, byte
         _importance_section(getattr(model, "importance_", None), images),
         _model_section(model, images),
         _data_section(getattr(model, "data_report_", {}) or {}, model.spec),
-        f"<h2>Config</h2><pre>{_e(model.spec.to_yaml())}</pre>",
+        "<h2>Config</h2><details><summary>the config as trained, every default written out</summary>"
+        f"<pre>{_e(model.spec.to_yaml())}</pre></details>",
     ]
     body = "\n".join(sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
