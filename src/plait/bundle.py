@@ -111,17 +111,21 @@ def _replace(partial: Path, path: Path) -> None:
         return
     retired = path.parent / f".{path.name}.old-{os.getpid()}"
     path.rename(retired)
-    partial.rename(path)
+    try:
+        partial.rename(path)
+    except BaseException:
+        retired.rename(path)  # the old bundle goes back: whole, never absent after a failure
+        raise
     shutil.rmtree(retired, ignore_errors=True)
 
 
 def load(path: Path) -> Any:
+    manifest = verify(path)  # before the backend loads, so a wrong path is reported at once
     import keras
 
     from plait.graph import compile_model
     from plait.model import Model
 
-    manifest = verify(path)
     model = Model(path / "spec.yaml")
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     model.states_ = state["states"]
