@@ -154,11 +154,12 @@ def test_threshold_is_chosen_on_validation_and_used(thresholded: plait.Model, tm
     stored = json.loads((bundle / "state.json").read_text())["states"]["y"]
     assert stored["threshold"] == state["threshold"]
     test = signal_frame(200, seed=1)
-    predicted = plait.load(bundle).predict(test)
+    loaded = plait.load(bundle)
+    predicted = loaded.predict(test)
     expected = np.where(predicted["y_proba"] >= state["threshold"], "yes", "no")
     assert predicted["y"].tolist() == expected.tolist()
     assert ((predicted["y_proba"] >= 0.5) != (predicted["y_proba"] >= state["threshold"])).any()
-    scores = plait.load(bundle).evaluate(test)["y"]
+    scores = loaded.evaluate(test)["y"]
     called = (predicted["y_proba"] >= state["threshold"]).astype(int)
     assert scores["threshold"] == state["threshold"]
     assert scores["f1"] == pytest.approx(sk.f1_score((test["y"] == "yes").astype(int), called))

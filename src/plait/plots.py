@@ -68,7 +68,11 @@ def training_curves(history: dict[str, list[float]], outputs: list[str]) -> dict
 
 
 def confusion(matrix: list[list[int]], labels: list[str], title: str) -> bytes:
-    """Counts with the true class in rows and the predicted class in columns."""
+    """Counts with the true class in rows and the predicted class in columns.
+
+    >>> confusion([[40, 2], [5, 30]], ["no", "yes"], "churn")[:4]
+    b'\\x89PNG'
+    """
     counts = np.asarray(matrix)
     size = max(3.0, 0.55 * len(labels) + 2)
     longest = max((len(str(label)[:14]) for label in labels), default=1)
@@ -170,7 +174,14 @@ def importance_bars(result: dict) -> bytes:
 
 
 def diagram(spec: Any, description: dict[str, dict] | None = None) -> bytes:
-    """Boxes and arrows: inputs → branches → merge nodes → head → outputs."""
+    """Boxes and arrows: inputs → branches → merge nodes → head → outputs.
+
+    >>> from plait.spec import load_spec
+    >>> spec = load_spec({"inputs": [{"name": "age", "type": "number"}, {"name": "city", "type": "category"}],
+    ...                   "outputs": [{"name": "bought", "type": "binary"}]})
+    >>> len(diagram(spec)) > 1000
+    True
+    """
     import matplotlib.patches as patches
 
     nodes, edges = _graph(spec, description or {})
