@@ -59,11 +59,9 @@ class Model:
         ends with the same weights as an uninterrupted run. Data too large for memory (see
         ``train.stream``) is encoded once into ``cache_dir`` and read back part by part.
         """
-        import keras
-
         from plait.graph import build, compile_model
         from plait.stream import wants_streaming
-        from plait.training import Batches
+        from plait.training import Batches, set_random_seed
 
         run = Run(Path(checkpoint), self.spec, [data, validation_data]) if checkpoint else None
         carried = run.resume() if run and resume else None
@@ -76,7 +74,7 @@ class Model:
         if run and not carried:
             run.start(self.states_)
         train = self.spec.train
-        keras.utils.set_random_seed(train.seed)
+        set_random_seed(train.seed)
         self.keras_model_ = compile_model(build(self.spec, self.states_), self.spec)
         first_epoch = run.restore(self.keras_model_, carried) if carried else 0
         batches = Batches(prepared.train, train.batch_size, train.seed, epoch=first_epoch)

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,24 @@ class EpochOrder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.batches.set_epoch(epoch)
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed``, without importing TensorFlow (seconds, and hundreds of
+    megabytes) just to seed it when it is installed but not the backend: plait feeds Keras
+    no ``tf.data`` pipelines, so that seed would never be used."""
+    from keras.src.utils import rng_utils
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    tensorflow = rng_utils.tf
+    known = tensorflow._available
+    tensorflow._available = False
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        tensorflow._available = known
 
 
 def seed_states(model: Any) -> list[Any]:

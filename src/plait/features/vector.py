@@ -75,7 +75,7 @@ class VectorInput(InputType):
             raise table.bad_value(self.source, row, f"a list of {per_row[row]} numbers",
                                   f"{size} numbers")
         size = size or 0
-        dense = np.full((table.num_rows, size), np.nan)
+        dense = np.full((table.num_rows, size), np.nan, np.float32)
         if size:
             dense[~null_rows] = values.reshape(-1, size)
         return dense, null_rows
@@ -84,11 +84,11 @@ class VectorInput(InputType):
         values, _ = self.raw(table, self.declared_size())
         if values.shape[1] == 0:
             raise DataError(f"{table.source}, column {self.source!r}: every row is empty; expected numbers")
-        mean = np.nanmean(np.where(np.isfinite(values), values, np.nan), axis=0)
-        mean = np.nan_to_num(mean)
-        finite = np.where(np.isfinite(values), values, mean)
+        values[np.isinf(values)] = np.nan
+        mean = np.nan_to_num(np.nanmean(values, axis=0, dtype=np.float64))
+        finite = np.where(np.isnan(values), mean.astype(values.dtype), values)
         if self.scale == "standard":
-            shift, divide = mean, finite.std(axis=0)
+            shift, divide = mean, finite.std(axis=0, dtype=np.float64)
         elif self.scale == "minmax":
             shift, divide = finite.min(axis=0), np.ptp(finite, axis=0)
         else:
@@ -99,11 +99,12 @@ class VectorInput(InputType):
 
     def encode(self, table: Any, state: dict) -> Encoded:
         values, _ = self.raw(table, state["size"])
+        values = values.astype(np.float32, copy=False)
         bad = ~np.isfinite(values)
-        values = np.where(bad, np.asarray(state["fill"]), values)
-        scaled = (values - np.asarray(state["shift"])) / np.asarray(state["divide"])
-        shaped = scaled.astype(np.float32).reshape((-1, *self.input_shape(state)))
-        return Encoded(shaped, bad.any(axis=1))
+        np.copyto(values, np.broadcast_to(np.asarray(state["fill"], np.float32), values.shape), where=bad)
+        values -= np.asarray(state["shift"], np.float32)
+        values /= np.asarray(state["divide"], np.float32)
+        return Encoded(values.reshape((-1, *self.input_shape(state))), bad.any(axis=1))
 
     def input_shape(self, state: dict) -> tuple[int, ...]:
         return tuple(self.shape) if self.shape else (state["size"],)
