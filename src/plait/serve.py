@@ -19,8 +19,9 @@ import asyncio
 import hmac
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ class Batcher:
 
     One task takes a request from the queue, then every request already waiting, and keeps
     waiting up to ``max_wait`` seconds while the batch has fewer than ``max_batch``
-    records; the model runs on one worker thread, so requests keep arriving meanwhile and
+    records and other requests are still being received or encoded (a lone client never
+    waits); the model runs on one worker thread, so requests keep arriving meanwhile and
     form the next batch.
     """
 
@@ -103,6 +105,16 @@ class Batcher:
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plait-model")
         self.task: asyncio.Task | None = None
+        self.arriving = 0
+
+    @contextmanager
+    def arrival(self) -> Iterator[None]:
+        """Marks a request being received and encoded: the batch being formed may wait for it."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self.serve_forever())
@@ -151,7 +163,7 @@ class Batcher:
         while rows < self.max_batch:
             if self.queue.empty():
                 remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+                if remaining <= 0 or not self.arriving:
                     break
                 try:
                     jobs.append(await asyncio.wait_for(self.queue.get(), remaining))
@@ -344,16 +356,17 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
     async def predict(request: Request) -> Response:
         """One object per record with the columns `plait predict` writes: each output's
         prediction, and its class probabilities (`<output>_proba`, `<output>_proba_<label>`)."""
-        authorize(request)
-        records = parse_records(await read_body(request, settings.max_body_bytes), settings.max_records)
-        try:
-            # A few records encode in microseconds; many (images) would hold up the event loop.
-            if len(records) <= 16:
-                batch = predictor.encode(records)
-            else:
-                batch = await run_in_threadpool(predictor.encode, records)
-        except RecordError as error:
-            raise RequestError(422, str(error), error.record, error.field) from None
+        with batcher.arrival():
+            authorize(request)
+            records = parse_records(await read_body(request, settings.max_body_bytes), settings.max_records)
+            try:
+                # A few records encode in microseconds; many (images) would hold up the event loop.
+                if len(records) <= 16:
+                    batch = predictor.encode(records)
+                else:
+                    batch = await run_in_threadpool(predictor.encode, records)
+            except RecordError as error:
+                raise RequestError(422, str(error), error.record, error.field) from None
         stats.requests += 1
         stats.records += batch.rows
         raw = await batcher.predict(batch) if batch.rows else predictor.empty_outputs()
