@@ -32,6 +32,9 @@ from test_seeds import SEEDS, plait_model
 
 EXAMPLES = sorted(path.stem for path in SEEDS.glob("*.yaml"))
 PLAIT = [sys.executable, "-m", "plait"]
+# The subprocesses compile many small XLA programs once each (weight initialisers, one per
+# shape); unoptimised compilation halves their cost and changes no shape or count.
+SUBPROCESS_ENVIRONMENT = dict(os.environ, KERAS_BACKEND="jax", XLA_FLAGS="--xla_backend_optimization_level=0")
 LOSSES = {"binary": "binary_crossentropy", "category": "sparse_categorical_crossentropy"}
 METRICS = {"binary": ["accuracy", "auc"], "category": ["accuracy"], "number": ["mae"]}
 
@@ -101,16 +104,15 @@ RUNNER = textwrap.dedent('''
 
 def run_scripts(jobs: list[dict], cwd: Path) -> dict:
     """Run generated scripts in one new Python process; each script's model summary."""
-    environment = dict(os.environ, KERAS_BACKEND="jax")
-    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(jobs)], cwd=cwd, env=environment,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(jobs)], cwd=cwd,
+                          env=SUBPROCESS_ENVIRONMENT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def plait_cli(*arguments: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([*PLAIT, *map(str, arguments)], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=dict(os.environ, KERAS_BACKEND="jax"))
+                          timeout=600, env=SUBPROCESS_ENVIRONMENT)
 
 
 # -- the thirteen seed examples' scripts ------------------------------------------------

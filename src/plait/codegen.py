@@ -65,6 +65,9 @@ def generate_for(target: Path, data: Path | None = None) -> str:
     if not target.exists():
         raise PlaitError(f"{target}: no such config file or bundle directory")
     if target.is_dir():
+        from plait.bundle import verify
+
+        verify(target)  # a folder that is no bundle is told so before Keras is imported
         model = load(target)
         return generate(model.spec, model.states_, weights=(target / "model.keras").resolve(),
                         source=f"the trained bundle {target}", model=model.keras_model)
