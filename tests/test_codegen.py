@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import fit, train_block
 from plait.codegen import generate, generate_for
@@ -271,3 +272,20 @@ def test_cli_mistakes_exit_2_and_write_nothing(mistake: str, tmp_path: Path) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         {"missing file": [], "invalid config": ["config.yaml"], "not a bundle": ["folder"]}[mistake])
 
+
+
+def test_readme_shows_the_script_plait_code_prints() -> None:
+    readme = (SEEDS.parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## From the seeds"):]
+    shown = fenced(section, "python")
+    script = generate(load_spec(SEEDS / "001-1.yaml"), source="the config examples/seeds/001-1.yaml",
+                      model=plait_model("001-1"))
+    assert shown + "\n" == script
+    config = fenced(section, "yaml")
+    assert load_spec(yaml.safe_load(config)) == load_spec(SEEDS / "001-1.yaml")
+
+
+def fenced(text: str, language: str) -> str:
+    """The first fenced code block in ``language``."""
+    start = text.index(f"```{language}\n") + len(f"```{language}\n")
+    return text[start:text.index("\n```\n", start)]
