@@ -72,15 +72,23 @@ class SequenceInput(InputType):
 
     def encode(self, table: Any, state: dict) -> Encoded:
         values, row_of_step, position, features = self.steps_of(table, state["features"])
-        bad = ~np.isfinite(values)
+        rows, steps = table.num_rows, state["steps"]
+        finite = np.isfinite(values)
+        clean = bool(finite.all())
         scaled = (values - np.asarray(state["shift"])) / np.asarray(state["divide"])
-        scaled[bad] = 0.0
-        kept = position < state["steps"]
-        out = np.zeros((table.num_rows, state["steps"], features), np.float32)
-        out[row_of_step[kept], position[kept]] = scaled[kept]
+        if not clean:
+            scaled[~finite] = 0.0
+        if len(scaled) == rows * steps and (position < steps).all():
+            # every row has exactly ``steps`` steps, already laid out row after row
+            out = scaled.reshape(rows, steps, features).astype(np.float32)
+        else:
+            kept = position < steps
+            out = np.zeros((rows, steps, features), np.float32)
+            out[row_of_step[kept], position[kept]] = scaled[kept]
         column = table.lists(self.source, self.describe_use())
         missing = pc.is_null(column).to_numpy(zero_copy_only=False)
-        missing[row_of_step[bad.any(axis=1)]] = True
+        if not clean:
+            missing[row_of_step[~finite.all(axis=1)]] = True
         return Encoded(out, missing)
 
     def input_shape(self, state: dict) -> tuple[int, ...]:
