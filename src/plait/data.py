@@ -1,7 +1,8 @@
 """Sources to Arrow tables, and typed column access that reports bad values precisely.
 
 Every value error names the source, the 1-based data row, the column, what was found and
-what was expected.
+what was expected. In CSV files, empty cells and the usual markers (``NA``, ``N/A``,
+``NULL``, ``NaN``, ...) are missing values in text columns as in numeric ones.
 """
 
 from __future__ import annotations
@@ -214,10 +215,11 @@ def _read(path: Path, reader: str) -> pa.Table:
 
         delimiter = "\t" if file_ending(path).startswith(".tsv") else ","
         parse = csv.ParseOptions(delimiter=delimiter)
-        table = csv.read_csv(path, parse_options=parse)
+        convert = csv.ConvertOptions(strings_can_be_null=True)
+        table = csv.read_csv(path, parse_options=parse, convert_options=convert)
         if _headerless(table.column_names):
             generated = csv.ReadOptions(autogenerate_column_names=True)
-            table = csv.read_csv(path, read_options=generated, parse_options=parse)
+            table = csv.read_csv(path, read_options=generated, parse_options=parse, convert_options=convert)
         return table
     if reader == "parquet":
         import pyarrow.parquet as pq

@@ -133,7 +133,7 @@ def _csv_batches(path: Path, columns: list[str] | None) -> Iterator[pa.RecordBat
             schema = probe.schema
         include = [c for c in schema.names if columns is None or c in columns]
         floats = {f.name: pa.float64() for f in schema if pa.types.is_integer(f.type) and f.name in include}
-        convert = csv.ConvertOptions(include_columns=include, column_types=floats)
+        convert = csv.ConvertOptions(include_columns=include, column_types=floats, strings_can_be_null=True)
         with csv.open_csv(path, parse_options=parse, convert_options=convert) as reader:
             yield from reader
     except pa.ArrowInvalid as error:

@@ -53,10 +53,17 @@ class StoredPart(Part):
 
 
 def write_part(folder: Path, x: Arrays, y: Arrays, weights: Arrays, present: Arrays) -> None:
+    """Each array to its own ``.npy`` file, flushed to disk and dropped from the page cache, so
+    encoding a file larger than memory does not pile up dirty pages."""
     folder.mkdir(parents=True)
     for kind, arrays in (("x", x), ("y", y), ("w", weights), ("present", present)):
         for name, values in arrays.items():
-            np.save(folder / f"{kind}.{name}.npy", np.ascontiguousarray(values))
+            with open(folder / f"{kind}.{name}.npy", "wb") as file:
+                np.save(file, np.ascontiguousarray(values))
+                file.flush()
+                os.fsync(file.fileno())
+                if hasattr(os, "posix_fadvise"):
+                    os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 class Batches(keras.utils.PyDataset):
