@@ -96,9 +96,11 @@ def predict(
     writers = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
     if out.suffix.lower() not in writers:
         raise PlaitError(f"--out {out}: found extension {out.suffix!r}; expected .csv or .parquet")
+    from plait.data import read_table
     from plait.model import load
 
-    frame = load(bundle).predict(data)
+    table = read_table(data)  # before the bundle and its backend load: a bad file fails at once
+    frame = load(bundle).predict(table)
     write_atomically(out, lambda path: _write_frame(frame, path, writers[out.suffix.lower()]))
     print(f"{len(frame)} predictions written to {out}")
 
@@ -113,9 +115,11 @@ def evaluate(
     """Metrics per output on labelled DATA, beside the trivial baselines."""
     import json
 
+    from plait.data import read_table
     from plait.model import load
 
-    metrics = load(bundle).evaluate(data)
+    table = read_table(data)  # before the bundle and its backend load: a bad file fails at once
+    metrics = load(bundle).evaluate(table)
     show_metrics(metrics, str(data))
     if out is not None:
         text = json.dumps(metrics, indent=2) + "\n"
