@@ -9,7 +9,7 @@ the cap, each child's outcome, peak resident memory and wall time; a second stre
 shows the cache being reused. Where no cgroup can be made (it needs root), the children
 run uncapped and the output says so.
 
-    python benchmarks/streaming.py            # a 4 GiB file under a 1.25 GiB cap
+    python benchmarks/streaming.py            # a 4.6 GiB file under a 1.5 GiB cap
     python benchmarks/streaming.py --quick    # a small file under a small cap
 """
 
@@ -111,8 +111,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a small file under a small cap")
     parser.add_argument("--out", type=Path, help="write the figures as JSON to this file")
     arguments = parser.parse_args()
-    cap = 5 << 28  # 1.25 GiB
-    rows = 200_000 if arguments.quick else 4_200_000
+    cap = 3 << 29  # 1.5 GiB
+    rows = 200_000 if arguments.quick else 4_700_000
     group = memory_cgroup(cap)
     with tempfile.TemporaryDirectory(prefix="plait-stream-") as folder:
         data, cache = Path(folder) / "big.parquet", Path(folder) / "cache"

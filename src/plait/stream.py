@@ -116,7 +116,8 @@ def _parquet(path: Path) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path)
+        # Pre-buffering keeps every column chunk read so far: memory would grow with the file.
+        return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except (pa.ArrowException, OSError) as error:
         raise DataError(f"{path}: cannot be read as parquet: {error}") from None
 
