@@ -29,6 +29,8 @@ atexit.register(shutil.rmtree, _JAX_CACHE, ignore_errors=True)
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _JAX_CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The tests' models are tiny: XLA's optimisation passes cost more than they save.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 DATA = Path(__file__).parent / "data"
 PENGUINS = DATA / "penguins.csv"
