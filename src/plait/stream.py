@@ -171,6 +171,9 @@ def prepare(spec: Spec, data: str | Path, validation_data: str | Path | None,
             cache_dir: str | Path | None = None, states: dict | None = None) -> Prepared:
     """Fit (or find) the states and encode (or find) the parts for a streamed run."""
     train = spec.train
+    if validation_data is not None and not isinstance(validation_data, (str, Path)):
+        raise DataError(f"validation data: found a {type(validation_data).__name__}; expected a file "
+                        f"path, since the training data {data} is streamed from disk")
     source = Source(data, train.part_rows)
     valid_source = Source(validation_data, train.part_rows) if validation_data is not None else None
     split = 0.0 if valid_source else train.validation_split
