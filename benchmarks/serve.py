@@ -1,10 +1,12 @@
 """``plait serve`` under load, on loopback: latency and throughput at several concurrency
 levels, beside the in-process ``Model.predict`` latency for one record.
 
-    python benchmarks/serve.py [--bundle DIR] [--seconds 4] [--levels 1,4,16,64]
+    python benchmarks/serve.py [--bundle DIR] [--heavy] [--seconds 4] [--levels 1,4,16,64]
 
 Without ``--bundle`` it trains a small model first (a number, a category, a text of 20
-words and a 16×16 image in; a three-class label and a number out) into ``runs/bench``.
+words and a 16×16 image in; a three-class label and a number out) into ``runs/bench``;
+``--heavy`` makes the image 64×64 with a wider convolution stack and reads the text with
+an LSTM, so that the model itself costs milliseconds per call.
 The server runs in a subprocess (``python -m plait serve``); the clients are asyncio
 keep-alive connections in this process, each sending one record per request and waiting
 for the answer before sending the next, for ``--seconds`` per level. The clients share the
@@ -43,7 +45,7 @@ def png(rng: np.random.Generator, size: int) -> bytes:
     return buffer.getvalue()
 
 
-def frame(rows: int, seed: int) -> Any:
+def frame(rows: int, seed: int, image_size: int = 16) -> Any:
     import pandas as pd
 
     rng = np.random.default_rng(seed)
@@ -52,7 +54,7 @@ def frame(rows: int, seed: int) -> Any:
     return pd.DataFrame({
         "age": age, "color": color,
         "review": [" ".join(rng.choice(WORDS, 20)) for _ in range(rows)],
-        "photo": [png(rng, 16) for _ in range(rows)],
+        "photo": [png(rng, image_size) for _ in range(rows)],
         "label": np.where(age > 45, "old", np.where(color == "red", "red", "other")),
         "score": age * 2 + rng.normal(0, 1, rows),
     })
@@ -71,10 +73,19 @@ SPEC = {
 }
 
 
-def train_bundle(path: Path) -> Path:
+HEAVY_INPUTS = {
+    "review": {"name": "review", "type": "text", "length": 20, "encoder": {"kind": "lstm", "units": 32}},
+    "photo": {"name": "photo", "type": "image", "size": [64, 64], "encoder": {"filters": [32, 64]}},
+}
+
+
+def train_bundle(path: Path, heavy: bool) -> Path:
     import plait
 
-    return plait.Model(SPEC, verbose=0).fit(frame(500, seed=0)).save(path)
+    spec = dict(SPEC)
+    if heavy:
+        spec["inputs"] = [HEAVY_INPUTS.get(entry["name"], entry) for entry in SPEC["inputs"]]
+    return plait.Model(spec, verbose=0).fit(frame(500, seed=0, image_size=64 if heavy else 16)).save(path)
 
 
 def as_record(row: dict) -> dict:
@@ -187,6 +198,7 @@ async def load(port: int, bodies: list[bytes], concurrency: int, seconds: float)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, help="a bundle to serve (default: train a small one)")
+    parser.add_argument("--heavy", action="store_true", help="train a larger model (64×64 images, LSTM)")
     parser.add_argument("--seconds", type=float, default=4.0, help="load time per concurrency level")
     parser.add_argument("--levels", default="1,4,16,64", help="concurrency levels")
     parser.add_argument("--server-args", default="", help="extra plait serve flags, e.g. '--batch-wait-ms 0'")
@@ -194,8 +206,9 @@ def main() -> None:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     import psutil
 
-    bundle = options.bundle or train_bundle(ROOT / "runs" / "bench" / "serve-bundle")
-    sample = frame(256, seed=1)
+    name = "serve-bundle-heavy" if options.heavy else "serve-bundle"
+    bundle = options.bundle or train_bundle(ROOT / "runs" / "bench" / name, options.heavy)
+    sample = frame(256, seed=1, image_size=64 if options.heavy else 16)
     bodies = [json.dumps([as_record(row)]).encode() for row in sample.to_dict("records")]
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"bundle: {bundle}")

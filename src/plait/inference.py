@@ -316,6 +316,8 @@ class Predictor:
                 raise RecordError(index, unknown[0], f"unknown field; expected fields: {self.fields}")
         arrays: dict[str, np.ndarray] = {}
         kept = np.ones(len(records), bool)
+        if not records:
+            return Batch(arrays, kept)
         for position, (spec, reader) in enumerate(zip(self.spec.inputs, self.readers, strict=True)):
             try:
                 encoded = reader.encode(records)
@@ -370,12 +372,14 @@ class Predictor:
         return columns
 
     def predict(self, records: list[Any]) -> dict[str, list[Any]]:
+        """The columns ``Model.predict`` gives for these records, as lists."""
         batch = self.encode(records)
         if not batch.rows:
             return self.decode(self.empty_outputs(), batch.kept)
         return self.decode(self.run(batch.arrays), batch.kept)
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
+        """Raw outputs for no records, without calling the model."""
         return {out.name: np.zeros((0, out.units(self.states[out.name])), np.float32)
                 for out in self.spec.outputs}
 
