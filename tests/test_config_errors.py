@@ -301,3 +301,10 @@ def test_early_stopping_true_means_defaults() -> None:
     stopping = load_spec(config(train={"early_stopping": True})).train.early_stopping
     assert stopping is not None and (stopping.patience, stopping.monitor) == (3, "val_loss")
     assert load_spec(config(train={"early_stopping": False})).train.early_stopping is None
+
+
+def test_contradictory_keys_in_one_entry_are_named_plainly() -> None:
+    text = problems(config(inputs=[{"name": "a", "type": "category", "encoding": "onehot",
+                                    "embedding_dim": 4}, {"name": "b", "type": "number"}]))
+    assert ("inputs[0]: embedding_dim is 4 but encoding is 'onehot', which has no embedding; remove "
+            "embedding_dim, or set encoding: embedding") in text

@@ -186,6 +186,8 @@ def format_errors(error: ValidationError, raw: dict) -> str:
             lines.append(f"  {path}: unknown key; allowed keys here: {allowed}")
         elif item["type"] == "missing":
             lines.append(f"  {path}: missing; this key is required")
+        elif item["type"] == "value_error":
+            lines.append(f"  {path}: {item.get('ctx', {}).get('error', item['msg'])}")
         elif item["type"] == "union_tag_invalid":
             tags = item.get("ctx", {}).get("expected_tags")
             lines.append(f"  {path}.type: found {_show(item['ctx'].get('tag'))}; expected one of {tags}")

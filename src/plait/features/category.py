@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from plait.features.base import Encoded, InputType
 from plait.features.vocabulary import fit_vocabulary, lookup
@@ -31,6 +31,13 @@ class CategoryInput(InputType):
     max_categories: int | None = Field(default=None, gt=0)
 
     input_dtype = "int32"
+
+    @model_validator(mode="after")
+    def _one_encoding(self) -> CategoryInput:
+        if self.encoding == "onehot" and self.embedding_dim is not None:
+            raise ValueError(f"embedding_dim is {self.embedding_dim} but encoding is 'onehot', which "
+                             "has no embedding; remove embedding_dim, or set encoding: embedding")
+        return self
 
     def fit(self, table: Any) -> dict:
         strings = table.strings(self.source, self.describe_use())
