@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,8 @@ def measure(rows: int, rounds: int) -> dict[str, Any]:
 
     epoch()
     predict()
-    seconds = alternate({"train": epoch, "predict": predict}, rounds)
+    seconds = {name: statistics.median(times) for name, times in
+               alternate({"train": epoch, "predict": predict}, rounds).items()}
     return {"backend": keras.backend.backend(), "rows": rows,
             "train_examples_per_s": rows / seconds["train"],
             "predict_examples_per_s": rows / seconds["predict"]}

@@ -36,13 +36,21 @@ def rate(items: int, action: Callable[[], Any], repeats: int) -> float:
     return items / statistics.median(seconds(action) for _ in range(repeats))
 
 
-def alternate(actions: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """The median seconds of each action, run in turn A, B, A, B, ... for ``rounds`` rounds."""
+def alternate(actions: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """The seconds of each action in every round, run in turn A, B, A, B, ... for ``rounds``
+    rounds, so that both sides see the same load."""
     times: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(rounds):
         for name, action in actions.items():
             times[name].append(seconds(action))
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
+
+
+def paired_ratio(times: dict[str, list[float]], measured: str, reference: str) -> float:
+    """How many times faster ``measured`` ran than ``reference``: the median over rounds of
+    their two times in the same round, more robust to a load that changes during the run
+    than a ratio of medians."""
+    return statistics.median(ref / own for own, ref in zip(times[measured], times[reference], strict=True))
 
 
 def machine() -> dict[str, Any]:
