@@ -295,7 +295,7 @@ CASES = {
     }, {"'__index_level_0__': identifier"}),
     "penguins": (penguins, ["species"], {
         "island": "category", "bill_length_mm": "number", "bill_depth_mm": "number",
-        "flipper_length_mm": "number", "body_mass_g": "number", "sex": "category",
+        "flipper_length_mm": "number", "body_mass_g": "number", "sex": "binary",
         "year": "number", "species": "category",
     }, set()),
     "adult": (adult, ["income"], {
