@@ -195,6 +195,17 @@ def test_unseen_words_are_counted() -> None:
     assert encoded.report["t"]["unseen"] == 3
 
 
+def test_empty_and_missing_text_encode_as_one_unknown_word() -> None:
+    spec = spec_of({"name": "t", "type": "text", "length": 3})
+    states = fit_states(spec, read_table(pd.DataFrame({"t": ["red shoe", "blue shoe"], "y": [0, 1]})))
+    frame = pd.DataFrame({"t": ["", "  ", None, "red"]})
+    encoded = encode_inputs(spec, states, read_table(frame))
+    unknown = [1, 0, 0]
+    np.testing.assert_array_equal(encoded.inputs["t"][:3], [unknown] * 3)
+    assert encoded.inputs["t"][3, 0] > 1
+    assert encoded.report["t"] == {"missing": 1, "policy": "fill", "unseen": 0}
+
+
 def test_a_third_value_in_a_binary_input_names_row_and_value() -> None:
     spec = spec_of({"name": "flag", "type": "binary"})
     states = fit_states(spec, read_table(pd.DataFrame({"flag": ["yes", "no", "yes"], "y": [0, 1, 0]})))
