@@ -121,7 +121,6 @@ def _replace(partial: Path, path: Path) -> None:
 
 def load(path: Path) -> Any:
     manifest = verify(path)  # before the backend loads, so a wrong path is reported at once
-    import keras
 
     from plait.graph import compile_model
     from plait.model import Model
@@ -136,10 +135,33 @@ def load(path: Path) -> Any:
     if "importance.json" in manifest["files"]:
         model.importance_ = json.loads((path / "importance.json").read_text(encoding="utf-8"))
     try:
-        keras_model = keras.saving.load_model(path / "model.keras", safe_mode=True, compile=False)
+        keras_model = _load_keras(path / "model.keras")
     except (ValueError, OSError, KeyError) as error:
         raise BundleError(f"{path / 'model.keras'}: cannot be loaded: {error}") from None
     model.keras_model_ = compile_model(keras_model, model.spec)
+    return model
+
+
+def _load_keras(file: Path) -> Any:
+    """``keras.saving.load_model`` in safe mode. On JAX the variables are created inside a
+    stateless scope, so their initializers (one compiled random op per weight shape, seconds
+    in all) never run for values the file then replaces; any variable the file leaves out is
+    initialized as usual."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return keras.saving.load_model(file, safe_mode=True, compile=False)
+    from keras.src.backend.common import global_state, variables
+
+    with keras.StatelessScope(initialize_variables=False) as scope:
+        model = keras.saving.load_model(file, safe_mode=True, compile=False)
+    for variable in model.variables:
+        value = scope.get_current_value(variable)
+        if value is not None:
+            variable.assign(value)
+    pending = global_state.get_global_attribute("uninitialized_variables") or []
+    global_state.set_global_attribute("uninitialized_variables", [v for v in pending if v._value is None])
+    variables.initialize_all_variables()
     return model
 
 
