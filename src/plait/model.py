@@ -123,7 +123,7 @@ class Model:
         """Validation metrics of a streamed run, from its encoded validation parts."""
         raw = self.keras_model_.predict(batches, verbose=0)
         raw = raw if isinstance(raw, dict) else {self.spec.outputs[0].name: raw}
-        loaded = [(part.load()[1], part.present()) for part in parts]
+        loaded = [part.targets() for part in parts]
         targets = {out.name: Target(np.concatenate([y[out.name] for y, _ in loaded]),
                                     np.concatenate([present[out.name] for _, present in loaded]))
                    for out in self.spec.outputs}

@@ -90,13 +90,15 @@ class Source:
                 origin = np.arange(first, first + table.num_rows, dtype=np.int64)
                 yield file_index, batch_index, Table(table, str(path), path.resolve().parent, origin)
 
-    def row_counts(self) -> list[int]:
+    def row_counts(self, columns: list[str]) -> list[int]:
+        """Rows per file: from Parquet's metadata; for CSV by a pass that converts only the
+        first of ``columns``."""
         counts = []
         for path in self.files:
             if file_ending(path) == ".parquet":
                 counts.append(_parquet(path).metadata.num_rows)
             else:
-                counts.append(sum(batch.num_rows for batch in _csv_batches(path, None)))
+                counts.append(sum(batch.num_rows for batch in _csv_batches(path, columns[:1])))
         return counts
 
     def _file_batches(self, path: Path, columns: list[str]) -> Iterator[tuple[int, pa.Table]]:
@@ -221,13 +223,14 @@ def validation_rows(seed: int, file_index: int, batch_index: int, rows: int,
 
 def sample(spec: Spec, source: Source, split: float, rows: int, seed: int) -> Table:
     """A uniform sample of about ``rows`` training rows, each remembering its file and row."""
-    counts = source.row_counts()
+    columns = needed_columns(spec)
+    counts = source.row_counts(columns)
     if not sum(counts):
         raise DataError(f"{source.path}: has no data rows")
     chance = min(1.0, rows / max(1.0, sum(counts) * (1.0 - split)))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     pieces, origins = [], []
-    for file_index, batch_index, table in source.batches(needed_columns(spec)):
+    for file_index, batch_index, table in source.batches(columns):
         held_out, rng = validation_rows(seed, file_index, batch_index, table.num_rows, split)
         chosen = np.flatnonzero(~held_out & (rng.random(table.num_rows) < chance))
         pieces.append(table.arrow.take(pa.array(chosen, pa.int64())))

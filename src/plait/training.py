@@ -34,22 +34,23 @@ class Part:
 
 class StoredPart(Part):
     """A part on disk, written by ``write_part``: one ``.npy`` file per array, read whole
-    when a batch needs it (``Batches`` keeps one part in memory at a time)."""
+    when a batch needs it (``Batches`` holds at most two parts in memory at a time)."""
 
     def __init__(self, folder: Path, rows: int, weighted: bool) -> None:
         self.folder, self.rows, self.weighted = folder, rows, weighted
 
-    def load(self) -> tuple[Arrays, Arrays, Arrays | None]:
-        arrays: dict[str, Arrays] = {"x": {}, "y": {}, "w": {}}
-        for path in sorted(self.folder.glob("*.npy")):
-            kind, name = path.stem.split(".", 1)
-            if kind in arrays:
-                arrays[kind][name] = np.load(path)
-        return arrays["x"], arrays["y"], arrays["w"] if self.weighted else None
+    def arrays(self, kind: str) -> Arrays:
+        """The arrays of one kind (``x``, ``y``, ``w`` or ``present``), by name."""
+        return {path.stem.split(".", 1)[1]: np.load(path)
+                for path in sorted(self.folder.glob(f"{kind}.*.npy"))}
 
-    def present(self) -> Arrays:
-        """Per output, which rows have a target value (for scoring, not training)."""
-        return {path.stem.split(".", 1)[1]: np.load(path) for path in self.folder.glob("present.*.npy")}
+    def load(self) -> tuple[Arrays, Arrays, Arrays | None]:
+        return self.arrays("x"), self.arrays("y"), self.arrays("w") if self.weighted else None
+
+    def targets(self) -> tuple[Arrays, Arrays]:
+        """Per output, the encoded targets and which rows have one (for scoring): the inputs,
+        the bulk of a part, are not read."""
+        return self.arrays("y"), self.arrays("present")
 
 
 def write_part(folder: Path, x: Arrays, y: Arrays, weights: Arrays, present: Arrays) -> None:
