@@ -1,9 +1,13 @@
 """Run every benchmark, print one table, write benchmarks/results.json.
 
     python benchmarks/run.py [--quick] [--out PATH]
+    python benchmarks/run.py --markdown [--results PATH]
 
 ``--quick`` is a short run on small data (the figures are only a smoke test); the full run
 adds the peers (Ludwig, installed into its own virtual environment on first use).
+``--markdown`` runs nothing: it prints the figures of a results file (by default
+benchmarks/results.json) as the markdown table README shows between its
+``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->`` markers.
 """
 
 from __future__ import annotations
@@ -83,21 +87,57 @@ def show(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+HEADER = ("section", "measure", "plait", "compared with", "ratio")
+
+
+def cells(table: list[tuple]) -> list[tuple[str, str, str, str, str]]:
+    """Each row of ``rows`` as the text of its five cells, for the console and markdown tables."""
+    return [(section, measure, show(plait), other, f"{ratio:.2f}×" if ratio else "")
+            for section, measure, plait, other, ratio in table]
+
+
 def format_table(table: list[tuple]) -> str:
-    lines = [("section", "measure", "plait", "compared with", "ratio")]
-    lines += [(section, measure, show(plait), other, f"{ratio:.2f}×" if ratio else "")
-              for section, measure, plait, other, ratio in table]
+    lines = [HEADER, *cells(table)]
     widths = [max(len(line[i]) for line in lines) for i in range(5)]
     return "\n".join("  ".join(cell.ljust(width) if i < 2 or i == 3 else cell.rjust(width)
                                for i, (cell, width) in enumerate(zip(line, widths, strict=True))).rstrip()
                      for line in lines)
 
 
+def describe_run(results: dict[str, Any]) -> str:
+    """One line: which run the figures come from, on what machine, when."""
+    machine = results.get("machine", {})
+    kind = "Quick run (`make bench QUICK=1`; its figures are only a smoke test)" if results.get("quick") \
+        else "Full run (`make bench`)"
+    took = f", {results['seconds'] / 60:.0f} minutes" if "seconds" in results else ""
+    where = (f"{machine.get('cpus', '?')}-core {machine.get('processor', '?')} CPU, "
+             f"{machine.get('system', '?')}, Python {machine.get('python', '?')}, "
+             f"Keras {machine.get('keras', '?')} on {machine.get('backend', '?')}")
+    return f"{kind} of {machine.get('date', 'an unrecorded date')}{took}, on a {where}."
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The figures of ``results`` as README shows them: the run's line, then the table."""
+
+    def line(row: tuple[str, ...]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+
+    return "\n".join([describe_run(results), "", line(HEADER), "|---|---|---:|---|---:|",
+                      *(line(row) for row in cells(rows(results)))])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run on small data")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results.json")
+    parser.add_argument("--markdown", action="store_true",
+                        help="run nothing; print the figures of --results as README's markdown table")
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results.json",
+                        help="the results file --markdown reads (default: benchmarks/results.json)")
     arguments = parser.parse_args()
+    if arguments.markdown:
+        print(markdown_table(json.loads(arguments.results.read_text(encoding="utf-8"))))
+        return
     quick = arguments.quick
     started = time.perf_counter()
     results: dict[str, Any] = {"quick": quick, "machine": machine()}

@@ -4,7 +4,8 @@
 ``history.json`` and ``MANIFEST.json`` (sha256 of each file, plait and Keras versions); when
 made, ``importance.json`` (``plait explain``), ``report.html`` and the ``plots/`` it shows.
 Written under a temporary name beside the target and renamed into place, also when files
-are added later (``update``). Loaded with Keras's ``safe_mode=True``; nothing is unpickled.
+are added later (``update``). This module only reads and writes the files; ``Model.load``
+builds a model from them (Keras's ``safe_mode=True``; nothing is unpickled).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,9 @@ FILES = ("spec.yaml", "state.json", "model.keras", "metrics.json", "history.json
 FORMAT = 1
 
 
-def save(model: Any, path: Path, report: bool = False) -> Path:
+def save(path: Path, files: dict[str, bytes], write_model: Callable[[Path], Any]) -> Path:
+    """Write a bundle of ``files`` (name → contents) and the Keras model (``write_model``
+    writes it to the path it is given) under a temporary name, then rename it into place."""
     import keras
 
     import plait
@@ -34,18 +39,8 @@ def save(model: Any, path: Path, report: bool = False) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
-        (partial / "spec.yaml").write_text(model.spec.to_yaml(), encoding="utf-8")
-        state = {"format": FORMAT, "states": model.states_, "data": model.data_report_}
-        _write_json(partial / "state.json", state)
-        model.keras_model_.save(partial / "model.keras")
-        _write_json(partial / "metrics.json", model.metrics_)
-        _write_json(partial / "history.json", model.history_)
-        if getattr(model, "importance_", None) is not None:
-            _write_json(partial / "importance.json", model.importance_)
-        if report:
-            from plait.report import report_files
-
-            _write_files(partial, report_files(model))
+        _write_files(partial, files)
+        write_model(partial / "model.keras")
         manifest = {
             "format": FORMAT,
             "plait": plait.__version__,
@@ -53,12 +48,17 @@ def save(model: Any, path: Path, report: bool = False) -> Path:
             "backend": keras.backend.backend(),
             "files": _checksums(partial),
         }
-        _write_json(partial / "MANIFEST.json", manifest)
+        write_json(partial / "MANIFEST.json", manifest)
         _replace(partial, path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return path
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as the indented JSON text a bundle holds."""
+    return (json.dumps(value, indent=2, default=_plain) + "\n").encode("utf-8")
 
 
 def update(path: Path, files: dict[str, bytes], drop: str | None = None) -> Path:
@@ -76,7 +76,7 @@ def update(path: Path, files: dict[str, bytes], drop: str | None = None) -> Path
             (partial / name).parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(path / name, partial / name)
         _write_files(partial, files)
-        _write_json(partial / "MANIFEST.json", {**manifest, "files": _checksums(partial)})
+        write_json(partial / "MANIFEST.json", {**manifest, "files": _checksums(partial)})
         _replace(partial, path)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
@@ -119,50 +119,37 @@ def _replace(partial: Path, path: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
-def load(path: Path) -> Any:
-    manifest = verify(path)  # before the backend loads, so a wrong path is reported at once
+@dataclass
+class Contents:
+    """What a verified bundle holds, parsed: the config text, the fitted state, metrics,
+    history, importance (when measured), the manifest, and the path of ``model.keras``."""
 
-    from plait.graph import compile_model
-    from plait.model import Model
+    path: Path
+    spec_text: str
+    state: dict
+    metrics: dict
+    history: dict
+    importance: dict | None
+    manifest: dict
 
-    model = Model(path / "spec.yaml")
-    state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    model.states_ = state["states"]
-    model.data_report_ = state.get("data", {})
-    model.metrics_ = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-    model.history_ = json.loads((path / "history.json").read_text(encoding="utf-8"))
-    model.manifest_ = manifest
-    if "importance.json" in manifest["files"]:
-        model.importance_ = json.loads((path / "importance.json").read_text(encoding="utf-8"))
+    @property
+    def keras_file(self) -> Path:
+        return self.path / "model.keras"
+
+
+def read(path: Path) -> Contents:
+    """The contents of the bundle at ``path``, once every checksum matches."""
+    manifest = verify(path)
+    importance = _read_json(path / "importance.json") if "importance.json" in manifest["files"] else None
+    return Contents(path, (path / "spec.yaml").read_text(encoding="utf-8"), _read_json(path / "state.json"),
+                    _read_json(path / "metrics.json"), _read_json(path / "history.json"), importance, manifest)
+
+
+def _read_json(path: Path) -> Any:
     try:
-        keras_model = _load_keras(path / "model.keras")
-    except (ValueError, OSError, KeyError) as error:
-        raise BundleError(f"{path / 'model.keras'}: cannot be loaded: {error}") from None
-    model.keras_model_ = compile_model(keras_model, model.spec)
-    return model
-
-
-def _load_keras(file: Path) -> Any:
-    """``keras.saving.load_model`` in safe mode. On JAX the variables are created inside a
-    stateless scope, so their initializers (one compiled random op per weight shape, seconds
-    in all) never run for values the file then replaces; any variable the file leaves out is
-    initialized as usual."""
-    import keras
-
-    if keras.backend.backend() != "jax":
-        return keras.saving.load_model(file, safe_mode=True, compile=False)
-    from keras.src.backend.common import global_state, variables
-
-    with keras.StatelessScope(initialize_variables=False) as scope:
-        model = keras.saving.load_model(file, safe_mode=True, compile=False)
-    for variable in model.variables:
-        value = scope.get_current_value(variable)
-        if value is not None:
-            variable.assign(value)
-    pending = global_state.get_global_attribute("uninitialized_variables") or []
-    global_state.set_global_attribute("uninitialized_variables", [v for v in pending if v._value is None])
-    variables.initialize_all_variables()
-    return model
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{path}: not valid JSON: {error}") from None
 
 
 def verify(path: Path) -> dict:
@@ -173,10 +160,7 @@ def verify(path: Path) -> dict:
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a plait bundle (no MANIFEST.json); expected a directory "
                           "written by 'plait train' or Model.save")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{manifest_path}: not valid JSON: {error}") from None
+    manifest = _read_json(manifest_path)
     if manifest.get("format") != FORMAT:
         raise BundleError(f"{manifest_path}: found bundle format {manifest.get('format')!r}; "
                           f"this plait reads format {FORMAT}")
@@ -190,8 +174,8 @@ def verify(path: Path) -> dict:
     return manifest
 
 
-def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=2, default=_plain) + "\n", encoding="utf-8")
+def write_json(path: Path, value: Any) -> None:
+    path.write_bytes(json_bytes(value))
 
 
 def _plain(value: Any) -> Any:

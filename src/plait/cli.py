@@ -141,10 +141,9 @@ def describe(
     else:
         model = Model(target)
         if data is not None:
-            from plait.data import read_table
-            from plait.preprocess import fit_states
+            from plait.model import fitted_states
 
-            model.states_ = fit_states(model.spec, read_table(data))
+            model.states_ = fitted_states(model.spec, data)
     fitted = hasattr(model, "states_")
     show_description(model.describe())
     if not fitted:
@@ -255,9 +254,7 @@ def explain(
     show_importance(result)
     files = {"importance.json": (json.dumps(result, indent=2) + "\n").encode("utf-8")}
     if "report.html" in model.manifest_["files"]:
-        from plait.report import report_files
-
-        files.update(report_files(model))
+        files.update(model.report_files())
     update(bundle, files, drop="plots" if "report.html" in files else None)
     print(f"importance written to {bundle / 'importance.json'}")
 
@@ -271,9 +268,15 @@ def report(
 ) -> None:
     """Write report.html into the bundle: metrics beside baselines, plots, per-input importance,
     the model diagram, the data summary and the config, in one self-contained page."""
-    from plait.report import write_report
+    from plait.bundle import update
+    from plait.model import Model
 
-    print(f"report written to {write_report(bundle, data)}")
+    model = Model.load(bundle)
+    metrics, source = None, "validation split"
+    if data is not None:
+        metrics, source = model.evaluate(data), data.name
+    update(bundle, model.report_files(metrics, source), drop="plots")
+    print(f"report written to {bundle / 'report.html'}")
 
 
 def show_importance(result: dict) -> None:

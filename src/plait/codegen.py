@@ -30,14 +30,13 @@ WIDTH = 99
 SKIPPED_KEYS = {"name", "build_config", "compile_config"}
 ALWAYS_SHOWN = {"pool_size"}  # a reader should not have to know the pooling layers' default
 WINDOW_KEYS = {"kernel_size", "strides", "pool_size", "dilation_rate"}  # (3,) reads better as 3
-LISTED_LABELS = 10  # outputs with more classes than this name only their count
 
 
 class CodegenError(PlaitError):
     """The model holds something plait code cannot write as plain Keras."""
 
 
-def generate(spec: Spec, states: dict[str, dict] | None = None, *, weights: str | Path | None = None,
+def generate(spec: Spec, states: dict[str, Any] | None = None, *, weights: str | Path | None = None,
              source: str | None = None, model: Any = None) -> str:
     """The Python source of a script that builds (and, given ``weights``, loads) the model.
 
@@ -59,7 +58,7 @@ def generate(spec: Spec, states: dict[str, dict] | None = None, *, weights: str 
 def generate_for(target: Path, data: Path | None = None) -> str:
     """The script for a config file (sizes fitted on ``data`` when given) or a bundle directory
     (its fitted sizes, and its trained weights)."""
-    from plait.model import load
+    from plait.model import Model, fitted_states
     from plait.spec import load_spec
 
     if not target.exists():
@@ -68,16 +67,13 @@ def generate_for(target: Path, data: Path | None = None) -> str:
         from plait.bundle import verify
 
         verify(target)  # a folder that is no bundle is told so before Keras is imported
-        model = load(target)
+        model = Model.load(target)
         return generate(model.spec, model.states_, weights=(target / "model.keras").resolve(),
                         source=f"the trained bundle {target}", model=model.keras_model)
     spec = load_spec(target)
     states = None
     if data is not None:
-        from plait.data import read_table
-        from plait.preprocess import fit_states
-
-        states = fit_states(spec, read_table(data))
+        states = fitted_states(spec, data)
     return generate(spec, states, source=f"the config {target}" + (f", fitted on {data}" if data else ""))
 
 
@@ -86,7 +82,7 @@ class _Writer:
     """Walks plait's Keras model in plait's own order and writes each layer call."""
 
     spec: Spec
-    states: dict[str, dict]
+    states: dict[str, Any]
     model: Any
     names: dict[int, str] = field(default_factory=dict)  # id(tensor) -> variable holding it
     holders: dict[str, Any] = field(default_factory=dict)  # variable -> tensor it holds now
@@ -191,18 +187,7 @@ class _Writer:
         """What the output's units hold, from its fitted state (nothing before fitting)."""
         if not self.fitted:
             return ""
-        state = self.states[out.name]
-        if out.type == "number":
-            if state["shift"] == 0.0 and state["divide"] == 1.0:
-                return "\n# It predicts the target in its own units."
-            return (f"\n# It predicts the standardised target; in the target's units: "
-                    f"prediction * {state['divide']:.6g} + {state['shift']:.6g}.")
-        labels = [str(label) for label in state["labels"]]
-        if out.type == "binary":
-            return f"\n# It predicts the probability of {labels[1]!r} (the other label: {labels[0]!r})."
-        if len(labels) > LISTED_LABELS:
-            return f"\n# Its {len(labels)} units are the probabilities of the labels, in sorted order."
-        return f"\n# Its units are the probabilities of {', '.join(map(repr, labels))}, in this order."
+        return f"\n# It predicts {out.describe_units(self.states[out.name])}."
 
     def input_line(self, layer: Any) -> list[str]:
         tensor = layer.output
@@ -217,7 +202,7 @@ class _Writer:
     def input_note(self, name: str) -> str:
         for s in self.spec.inputs:
             if name == s.name:
-                return f"{name}: {_encoding(s, self.states[s.name], self.fitted)}"
+                return f"{name}: {s.describe_array(self.states[s.name], self.fitted)}"
             if s.optional and name == s.mask_name:
                 return f"{name}: 1.0 where {s.name} is present, 0.0 where it is missing"
         return name
@@ -490,34 +475,3 @@ def _wrap(prefix: str, call: str, argument: str, listed: bool) -> list[str]:
     inside_call = [prefix + call[:opening + 1], f"    {call[opening + 1:-1]}", f")({argument})"]
     preferred, other = (after_call, inside_call) if listed else (inside_call, after_call)
     return preferred if max(map(len, preferred)) <= WIDTH or max(map(len, other)) > WIDTH else other
-
-
-def _encoding(spec: Any, state: dict, fitted: bool) -> str:
-    """What the encoded array of an input holds, in words (with the fitted numbers, when
-    there are few)."""
-    scale = getattr(spec, "scale", None)
-    scaled = {"standard": "standardised", "minmax": "scaled to [0, 1]", "none": "as given"}.get(scale, "")
-    if spec.type == "number":
-        if fitted and scale != "none":
-            return (f"one number, (value - {state['shift']:.6g}) / {state['divide']:.6g}; a missing "
-                    f"value counts as {state['fill']:.6g}")
-        return f"one number, {scaled} (missing values filled)"
-    if spec.type == "category" and fitted and len(state["vocabulary"]) <= LISTED_LABELS:
-        return (f"1 + the value's position in {state['vocabulary']} (0: unseen or missing)")
-    if spec.type == "vector":
-        size = state.get("size")
-        reduce = getattr(spec, "reduce", "none")
-        reduced = f"; the model takes their {reduce}" if reduce != "none" else ""
-        return f"{size} numbers, each {scaled}{reduced}"
-    if spec.type == "category":
-        return "the category's index in the fitted vocabulary (0: unseen or missing)"
-    if spec.type == "binary":
-        return "1.0 or 0.0"
-    if spec.type == "text":
-        return "word ids (0: padding, 1: unknown word, then the fitted vocabulary)"
-    if spec.type == "image":
-        return "pixels scaled to [0, 1]"
-    if spec.type == "sequence":
-        return (f"{state.get('steps')} steps of {state.get('features')} numbers each, {scaled}, "
-                "zero-padded at the end")
-    return f"a {spec.type} input"

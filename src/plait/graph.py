@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from plait.errors import ConfigError
-from plait.registry import MERGES
 from plait.spec import Head, Spec
 
 OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
 
 
-def build(spec: Spec, states: dict[str, dict]) -> Any:
+def build(spec: Spec, states: dict[str, Any]) -> Any:
     """One ``keras.Input`` per input, a branch each, the merge nodes, the head, the outputs.
 
     An ``optional`` input also gets a presence-mask input that multiplies its branch.
@@ -32,8 +31,7 @@ def build(spec: Spec, states: dict[str, dict]) -> Any:
         if len(sources) == 1:
             tensors[node.name] = tensors[sources[0]]
             continue
-        merge = MERGES[node.strategy](node.name, node.project, spec.merge_path(index))
-        tensors[node.name] = merge({source: tensors[source] for source in sources})
+        tensors[node.name] = node.build({source: tensors[source] for source in sources}, spec.merge_path(index))
     trunk = None
     outputs = {}
     for out in spec.outputs:

@@ -1,23 +1,20 @@
 """Fast in-process predictions for records (JSON-like dicts), as a server needs them.
 
-``Model.predict`` reads a table through Arrow and calls ``keras.Model.predict``: both cost
-milliseconds per call, far more than the model itself takes for one record. A
-``Predictor`` encodes small batches of records directly with the fitted states (the same
-arithmetic as each input's ``encode``; number, category, binary, ASCII text and image
-inputs take a plain-Python path, the others go through their Arrow encoder), calls the
-Keras model through one compiled function per batch-size bucket, and decodes with each
-output's own ``decode``. Its predictions equal ``Model.predict``'s on the same rows.
+``Model.predict`` calls ``keras.Model.predict``, which costs milliseconds per call, far more
+than the model itself takes for one record. A ``Predictor`` turns a batch of records into
+the columns a file would hold (each input's ``request_column``, by the same rules files are
+read with), encodes them with the same ``encode`` training uses, calls the Keras model
+through one compiled function per batch-size bucket, and decodes with each output's own
+``decode``. Its predictions equal ``Model.predict``'s on the same rows.
 
-Every value a client sends is checked first; a mistake is a ``RecordError`` naming the
-record (0-based, as in the JSON list) and the field. Image fields hold base64 text (or a
-``data:`` URL): a path is never opened.
+Every value a client sends is checked; a mistake is a ``RecordError`` naming the record
+(0-based, as in the JSON list) and the field. Image fields hold base64 text (or a ``data:``
+URL): a path is never opened.
 """
 
 from __future__ import annotations
 
-import base64
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +24,7 @@ import pyarrow as pa
 
 from plait.data import Table
 from plait.errors import DataError
-from plait.features.base import Encoded
-
-_ENCODER_ERROR = re.compile(r"^request, row (\d+), column (['\"])(.*?)\2: (.*)\Z", re.S)
-_SEPARATORS = re.compile(r"[^\w']+", re.ASCII)
+from plait.preprocess import encode_inputs
 
 
 class RecordError(DataError):
@@ -41,20 +35,19 @@ class RecordError(DataError):
     """
 
     def __init__(self, record: int | None, field: str | None, problem: str) -> None:
-        self.record, self.field, self.problem = record, field, problem
+        self.record, self.field = record, field
         where = [f"record {record}"] if record is not None else []
         where += [f"field {field!r}"] if field is not None else []
-        super().__init__(f"{', '.join(where)}: {problem}" if where else problem)
+        super().__init__(f"{', '.join(where)}: {problem}" if where else problem, row=record, column=field,
+                         problem=problem)
 
 
 def located(error: DataError) -> RecordError:
-    """An encoder's error about the table built from a request, as a RecordError."""
+    """An error about the table made from a request, as a RecordError naming the record and
+    field the error names."""
     if isinstance(error, RecordError):
         return error
-    match = _ENCODER_ERROR.match(str(error))
-    if match is None:
-        return RecordError(None, None, str(error))
-    return RecordError(int(match[1]) - 1, match[3], match[4])
+    return RecordError(error.row, error.column, error.problem)
 
 
 def _show(value: Any) -> str:
@@ -62,200 +55,12 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-class Field:
-    """How one input reads its value(s) from a record, and encodes a batch of them."""
-
-    def __init__(self, spec: Any, state: dict) -> None:
-        self.spec, self.state = spec, state
-
-    @property
-    def fields(self) -> list[str]:
-        return self.spec.source_columns()
-
-    def encode(self, records: list[dict]) -> Encoded:
-        raise NotImplementedError
-
-    def values(self, records: list[dict], check: Callable[[Any], Any], expected: str,
-               field: str | None = None) -> list[Any]:
-        """Each record's value of ``field`` (None when absent), checked by ``check``, which
-        returns the value to use or raises ValueError."""
-        field = field or self.spec.source
-        out = []
-        for index, record in enumerate(records):
-            value = record.get(field)
-            try:
-                out.append(None if value is None else check(value))
-            except (ValueError, TypeError, OverflowError, RecursionError):
-                raise RecordError(index, field, f"found {_show(value)}; expected {expected}") from None
-        return out
-
-
-def number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError
-    return float(value)
-
-
-def label_text(value: Any) -> str:
-    """A label as Table.strings gives it: integers (and whole floats) as their digits,
-    booleans as ``true``/``false``."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value) and value == round(value):
-        return str(int(value))
-    raise ValueError
-
-
-def text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError
-    return value
-
-
-def image_bytes(value: Any) -> bytes:
-    """Base64 text, or a ``data:image/...;base64,`` URL, decoded to bytes."""
-    if not isinstance(value, str):
-        raise ValueError
-    if value.startswith("data:"):
-        header, _, value = value.partition(",")
-        if not header.endswith(";base64"):
-            raise ValueError
-    data = base64.b64decode(value, validate=True)
-    if not data:
-        raise ValueError
-    return data
-
-
-def numbers_list(value: Any) -> Any:
-    """A list of numbers, or of lists of numbers, nested evenly."""
-    if not isinstance(value, list):
-        raise ValueError
-    depths = {_depth(item) for item in value}
-    if len(depths) > 1:
-        raise ValueError
-    return value
-
-
-def _depth(item: Any) -> int:
-    if isinstance(item, list):
-        depths = {_depth(inner) for inner in item}
-        if len(depths) > 1:
-            raise ValueError
-        return 1 + (depths.pop() if depths else 0)
-    number(item)
-    return 0
-
-
-class NumberField(Field):
-    def encode(self, records: list[dict]) -> Encoded:
-        raw = self.values(records, number, "a number or null")
-        values = np.array([np.nan if v is None else v for v in raw], np.float64)
-        missing = ~np.isfinite(values)
-        values = np.where(missing, self.state["fill"], values)
-        scaled = ((values - self.state["shift"]) / self.state["divide"]).astype(np.float32)
-        return Encoded(scaled.reshape(-1, 1), missing)
-
-
-class CategoryField(Field):
-    def __init__(self, spec: Any, state: dict) -> None:
-        super().__init__(spec, state)
-        self.index = {value: slot for slot, value in enumerate(state["vocabulary"], start=1)}
-
-    def encode(self, records: list[dict]) -> Encoded:
-        raw = self.values(records, label_text, "a string, an integer, a boolean or null")
-        index = np.array([0 if v is None else self.index.get(v, 0) for v in raw], np.int32)
-        missing = np.array([v is None for v in raw], bool)
-        unseen = int(np.count_nonzero((index == 0) & ~missing))
-        return Encoded(index.reshape(-1, 1), missing, unseen)
-
-
-class BinaryField(Field):
-    def encode(self, records: list[dict]) -> Encoded:
-        levels = self.state["levels"]
-        raw = self.values(records, label_text, f"one of {levels} or null")
-        for index, value in enumerate(raw):
-            if value is not None and value not in levels:
-                raise RecordError(index, self.spec.source, f"found {_show(value)}; expected one of {levels}")
-        missing = np.array([v is None for v in raw], bool)
-        flags = np.array([v == levels[1] for v in raw], bool)
-        values = np.where(missing, self.state["fill"], flags.astype(np.float32))
-        return Encoded(values.astype(np.float32).reshape(-1, 1), missing)
-
-
-class TextField(Field):
-    """Words as the Arrow tokenizer finds them; its ``\\w`` is ASCII-only, as here. Texts
-    with other characters go through the input's own encoder."""
-
-    def __init__(self, spec: Any, state: dict) -> None:
-        super().__init__(spec, state)
-        self.index = {word: slot for slot, word in enumerate(state["vocabulary"], start=2)}
-
-    def encode(self, records: list[dict]) -> Encoded:
-        raw = self.values(records, text, "a string or null")
-        if not all(v is None or v.isascii() for v in raw):
-            return arrow_encode(self.spec, self.state, {self.spec.source: pa.array(raw, pa.string())})
-        length = self.state["length"]
-        out = np.zeros((len(raw), length), np.int32)
-        unseen = 0
-        for row, value in enumerate(raw):
-            if value is None:
-                continue
-            value = value.lower() if self.spec.lowercase else value
-            ids = [self.index.get(word, 1) for word in _SEPARATORS.sub(" ", value).split()]
-            unseen += ids.count(1)
-            out[row, :len(ids[:length])] = ids[:length]
-        out[out[:, 0] == 0, 0] = 1
-        return Encoded(out, np.array([v is None for v in raw], bool), unseen)
-
-
-class ImageField(Field):
-    def encode(self, records: list[dict]) -> Encoded:
-        raw = self.values(records, image_bytes, "base64 image data (PNG, JPEG, ...) or null")
-        where = Table(pa.table({}), "request")
-        shape = self.spec.input_shape(self.state)
-        images = [np.zeros(shape, np.float32) if data is None else
-                  self.spec.decode(data, "bytes", where, row) for row, data in enumerate(raw)]
-        stacked = np.stack(images) if images else np.zeros((0, *shape), np.float32)
-        return Encoded(stacked, np.array([v is None for v in raw], bool))
-
-
-class ArrowField(Field):
-    """Vectors, sequences and any other type: the input's own encoder on a small table."""
-
-    def encode(self, records: list[dict]) -> Encoded:
-        columns = {}
-        for field in self.fields:
-            if getattr(self.spec, "columns", None):
-                raw = self.values(records, number, "a number or null", field)
-                columns[field] = pa.array(raw, pa.float64())
-            else:
-                raw = self.values(records, numbers_list, "a list of numbers (nested evenly) or null", field)
-                columns[field] = self.list_column(raw, field)
-        return arrow_encode(self.spec, self.state, columns)
-
-    def list_column(self, raw: list[Any], field: str) -> pa.Array:
-        try:
-            return pa.array(raw)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            depths = [None if v is None else _depth(v) for v in raw]
-            first = next(d for d in depths if d is not None)
-            record = next(i for i, d in enumerate(depths) if d not in (None, first))
-            raise RecordError(record, field, f"found lists nested {depths[record]} deep; the "
-                              f"first record with this field has them nested {first} deep") from None
-
-
-FIELDS: dict[str, type[Field]] = {
-    "number": NumberField, "category": CategoryField, "binary": BinaryField, "text": TextField,
-    "image": ImageField,
-}
-
-
-def arrow_encode(spec: Any, state: dict, columns: dict[str, pa.Array]) -> Encoded:
-    return spec.encode(Table(pa.table(columns), "request"), state)
+def request_table(spec: Any, records: list[dict]) -> Table:
+    """The records as the table a file would give: one column per field of every input."""
+    columns: dict[str, pa.Array] = {}
+    for item in spec.inputs:
+        columns.update(item.request_columns(records))
+    return Table(pa.table(columns) if columns else pa.table({}), "request", records=True)
 
 
 @dataclass
@@ -298,8 +103,7 @@ class Predictor:
         self.spec, self.states = model.spec, model.states_
         self.max_batch = max_batch
         self.buckets = buckets(max_batch)
-        self.readers = [FIELDS.get(s.type, ArrowField)(s, self.states[s.name]) for s in self.spec.inputs]
-        self.fields = [field for reader in self.readers for field in reader.fields]
+        self.fields = list(dict.fromkeys(field for item in self.spec.inputs for field in item.source_columns()))
         self._known = set(self.fields)
         self._forward = forward_function(model.keras_model)
         self._dtypes = {tensor.name: tensor.dtype for tensor in model.keras_model.inputs}
@@ -314,26 +118,13 @@ class Predictor:
             unknown = [key for key in record if key not in self._known]
             if unknown:
                 raise RecordError(index, unknown[0], f"unknown field; expected fields: {self.fields}")
-        arrays: dict[str, np.ndarray] = {}
-        kept = np.ones(len(records), bool)
         if not records:
-            return Batch(arrays, kept)
-        for position, (spec, reader) in enumerate(zip(self.spec.inputs, self.readers, strict=True)):
-            try:
-                encoded = reader.encode(records)
-            except DataError as error:
-                raise located(error) from None
-            missing = np.asarray(encoded.missing, bool)
-            if spec.missing == "error" and missing.any():
-                raise RecordError(int(np.flatnonzero(missing)[0]), spec.source,
-                                  f"found a missing value; expected a value (inputs[{position}].missing "
-                                  "is 'error')")
-            if spec.missing == "skip":
-                kept &= ~missing
-            arrays[spec.name] = encoded.values
-            if spec.optional:
-                arrays[spec.mask_name] = (~missing).astype(np.float32).reshape(-1, 1)
-        return Batch(arrays, kept)
+            return Batch({}, np.ones(0, bool))
+        try:
+            encoded = encode_inputs(self.spec, self.states, request_table(self.spec, records))
+        except DataError as error:
+            raise located(error) from None
+        return Batch(encoded.inputs, encoded.kept)
 
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The model's raw outputs, in chunks of at most ``max_batch`` rows, each padded to

@@ -2,17 +2,13 @@
 
 Every column but the targets becomes one input, or is left out with the reason; each
 target becomes one output. The evidence for each choice is written as a comment above it.
-The rules, in order (``infer_input``):
-
-- no values, dates and times, lists of non-numbers, bytes that are not images: left out;
-- lists of numbers: ``vector`` when every row has as many, ``sequence`` otherwise or when nested;
-- one distinct value: left out (constant); two: ``binary``;
-- integers all distinct with an id-like name or increasing in file order: left out (identifier);
-  repeated integers with an id-like name (``Clothing ID``): ``category``; other numbers: ``number``;
-- strings ending in an image extension: ``image``; single words all distinct, or an id-like
-  name with half the values distinct: left out (identifier); a mean of 2+ words with 20%+
-  distinct: ``text``; the rest: ``category``;
-- 8 or more numeric columns named alike but for a number (``f0`` … ``f63``): one ``vector``.
+The rules (``infer_input``): a column with no values, or one value, is left out; then each
+registered input type, in its ``recognise_order``, may claim the column (each type's
+``recognise`` says what it takes: flags, image paths or bytes, lists of numbers, text,
+categories, numbers); before text, categories and numbers are asked, a column of integers
+all distinct with an id-like name or increasing in file order, or of single words all
+distinct (or half distinct with an id-like name), is left out as an identifier. 8 or more
+numeric columns named alike but for a number (``f0`` … ``f63``) become one ``vector``.
 
 A target is ``binary`` with two distinct values, ``category`` for labels or integers with at
 most 10 values, ``number`` otherwise; ``--target COLUMN:TYPE`` sets the type.
@@ -26,7 +22,6 @@ import shlex
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,20 +31,18 @@ import yaml
 
 from plait.data import Table, read_table
 from plait.errors import DataError, PlaitError
+from plait.evidence import Column, is_numeric, is_string, markers, number_text, shares, show
+from plait.features.category import id_like
 from plait.features.lists import list_depth
+from plait.registry import INPUT_TYPES
 
 SAMPLE_ROWS = 10_000
 CLASS_LEVELS = 10
 """An integer target with at most this many distinct values is a category."""
-TEXT_WORDS, TEXT_DISTINCT = 2.0, 0.2
-"""Strings are text from this mean number of words and this share of distinct values."""
 GROUP_SIZE = 8
 """Numeric columns named alike but for a number form one vector from this many on."""
 OUTPUT_KINDS = ("binary", "category", "number")
 RESERVED = {"merged", "head"}
-IMAGE_PATH = r"\.(png|jpe?g|gif|bmp|webp|tiff?)$"
-IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
-MISSING_MARKERS = ["NA", "N/A", "n/a", "na", "?", "null", "NULL", "None", "none", "nan", "NaN", "-", ""]
 
 
 @dataclass
@@ -142,113 +135,78 @@ def infer_inputs(sample: Table, table: Table, targets: set[str]) -> list[Choice]
 
 def infer_input(name: str, column: pa.ChunkedArray, full: pa.ChunkedArray, table: Table) -> Choice:
     """The input type for one column from its sampled values (``full`` only counts levels,
-    so that a rare third value never makes a binary input)."""
+    so that a rare third value never makes a binary input): the columns no type can use are
+    left out first, then each registered type, in its ``recognise_order``, may claim it."""
     column, full = _plain(column), _plain(full)
-    kind, present = column.type, column.drop_null()
+    present = column.drop_null()
     count = len(present)
     gaps = _missing(len(column) - count)
     if count == 0:
         return Choice(name, None, f"empty: no value in {len(column):,} sampled rows")
-    if pa.types.is_temporal(kind):
-        return Choice(name, None, f"{kind} values; dates and times are no input type, derive "
-                      "numbers from them (year, day of week) to use them")
-    if _is_list(kind):
-        return infer_list(name, present, gaps)
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        return infer_bytes(name, present, gaps)
-    if not (pa.types.is_boolean(kind) or _is_numeric(kind) or _is_string(kind)):
-        return Choice(name, None, f"{kind} values; expected numbers, text, labels or lists")
-    levels = pc.count_distinct(full.drop_null()).as_py()
+    levels = pc.count_distinct(full.drop_null()).as_py() if _countable(present.type) else count
     if levels == 1:
-        return Choice(name, None, f"constant: {_show(present[0].as_py())} in every row")
-    if levels == 2:
-        return Choice(name, {"type": "binary"}, f"2 distinct: {_shares(present)}{gaps}")
-    distinct = pc.count_distinct(present).as_py()
-    of = f"{distinct:,} distinct of {count:,}"
-    if _is_numeric(kind):
-        values = present.to_numpy()
-        whole = pa.types.is_integer(kind)
-        increasing = bool(np.all(np.diff(values) > 0))
-        if whole and distinct == count and (_id_like(name) or increasing):
-            why = "an id-like name" if _id_like(name) else "increasing row by row"
-            return Choice(name, None, f"identifier: {of} integers, {why}")
-        if whole and _id_like(name):
-            return Choice(name, {"type": "category"}, f"{of} integers with an id-like name: codes, "
-                          f"not amounts{gaps}")
-        numbers = "integers" if whole else "numbers"
-        return Choice(name, {"type": "number"},
-                      f"{numbers} {_number(values.min())} to {_number(values.max())}, {of}{gaps}")
-    strings = present.cast(pa.string())
-    lowered = pc.utf8_lower(strings)
-    if pc.mean(pc.match_substring_regex(lowered, IMAGE_PATH).cast(pa.float64())).as_py() >= 0.9:
-        keys, seen = image_keys(strings[0].as_py(), table.base_dir)
-        return Choice(name, {"type": "image", **keys}, f"{count:,} image file paths; {seen}{gaps}")
+        return Choice(name, None, f"constant: {show(present[0].as_py())} in every row")
+    facts = Column(name, present, pc.count_distinct(present).as_py() if _countable(present.type) else count,
+                   levels, gaps, table.base_dir)
+    identifier = _identifier(facts)
+    for kind in sorted(INPUT_TYPES.values(), key=lambda cls: cls.recognise_order):
+        if identifier and kind.recognise_order > IDENTIFIER_ORDER:
+            return Choice(name, None, identifier)
+        found = kind.recognise(facts)
+        if found is not None:
+            return Choice(name, found.entry, found.evidence)
+    return Choice(name, None, identifier or _unusable(present))
+
+
+IDENTIFIER_ORDER = 50
+"""Identifier columns are left out after the types that may hold distinct values in every
+row (dates, image paths, lists) had their say, before text, categories and numbers."""
+
+
+def _identifier(column: Column) -> str | None:
+    """Why the column is an identifier (every value distinct, or an id-like name), or None."""
+    kind, of = column.values.type, column.of
+    if pa.types.is_integer(kind):
+        values = column.values.to_numpy()
+        if column.distinct == column.count and (id_like(column.name) or bool(np.all(np.diff(values) > 0))):
+            why = "an id-like name" if id_like(column.name) else "increasing row by row"
+            return f"identifier: {of} integers, {why}"
+        return None
+    if not is_string(kind):
+        return None
+    strings = column.values.cast(pa.string())
     words = pc.list_value_length(pc.utf8_split_whitespace(strings)).to_numpy(zero_copy_only=False)
-    mean_words = float(words.mean())
-    if mean_words < 1.5 and (distinct == count or (_id_like(name) and distinct >= count / 2)):
+    distinct, count = column.distinct, column.count
+    if float(words.mean()) < 1.5 and (distinct == count or (id_like(column.name) and distinct >= count / 2)):
         why = "all distinct" if distinct == count else "an id-like name"
-        return Choice(name, None, f"identifier: {of} single words, {why}")
-    if mean_words >= TEXT_WORDS and distinct >= TEXT_DISTINCT * count:
-        return Choice(name, {"type": "text"}, f"{of}; text, mean {mean_words:.0f} words, "
-                      f"95% up to {np.percentile(words, 95):.0f}{gaps}")
-    return Choice(name, {"type": "category"}, f"{of}: {_shares(strings)}{gaps}{_markers(strings)}")
+        return f"identifier: {of} single words, {why}"
+    return None
 
 
-def infer_list(name: str, present: pa.ChunkedArray, gaps: str) -> Choice:
-    """Lists of numbers: a fixed length is a vector, a varying one or nested steps a sequence."""
-    depth, leaf = list_depth(present.type), present.type
-    while _is_list(leaf):
-        leaf = leaf.value_type
-    if not (_is_numeric(leaf) or pa.types.is_boolean(leaf)):
-        return Choice(name, None, f"lists of {leaf}; expected lists of numbers")
-    array = present.combine_chunks()
-    lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
-    shortest, longest = int(lengths.min()), int(lengths.max())
-    if depth == 1 and shortest == longest:
-        return Choice(name, {"type": "vector", "size": shortest},
-                      f"lists of {shortest} numbers in every row{gaps}")
-    if depth == 1:
-        return Choice(name, {"type": "sequence", "features": 1},
-                      f"lists of {shortest} to {longest} numbers: a sequence of steps{gaps}")
-    if depth == 2:
-        inner = pc.list_value_length(pc.list_flatten(array)).to_numpy(zero_copy_only=False)
-        if inner.size and inner.min() == inner.max():
-            return Choice(name, {"type": "sequence", "features": int(inner[0])},
-                          f"lists of {shortest} to {longest} steps of {inner[0]} numbers{gaps}")
-        return Choice(name, None, f"steps of {inner.min()} to {inner.max()} numbers; a sequence "
-                      "needs as many in every step")
-    return Choice(name, None, f"lists nested {depth} deep; expected steps of numbers at most")
+def _unusable(present: pa.ChunkedArray) -> str:
+    """Why no input type takes these values."""
+    kind = present.type
+    if _is_list(kind):
+        leaf = kind
+        while _is_list(leaf):
+            leaf = leaf.value_type
+        if not (is_numeric(leaf) or pa.types.is_boolean(leaf)):
+            return f"lists of {leaf}; expected lists of numbers"
+        depth = list_depth(kind)
+        if depth > 2:
+            return f"lists nested {depth} deep; expected steps of numbers at most"
+        return "steps of different numbers of values; a sequence needs as many in every step"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return "bytes that are not PNG, JPEG, GIF, BMP, WebP or TIFF images"
+    if pa.types.is_temporal(kind):
+        return f"{kind} values; no input type reads them"
+    return f"{kind} values; expected numbers, text, labels or lists"
 
 
-def infer_bytes(name: str, present: pa.ChunkedArray, gaps: str) -> Choice:
-    heads = [value[:4] for value in present[:100].to_pylist()]
-    if sum(head.startswith(IMAGE_MAGIC) for head in heads) >= 0.9 * len(heads):
-        import io
-
-        keys, seen = image_keys(io.BytesIO(present[0].as_py()), Path("."))
-        return Choice(name, {"type": "image", **keys}, f"{len(present):,} encoded images; {seen}{gaps}")
-    return Choice(name, None, "bytes that are not PNG, JPEG, GIF, BMP, WebP or TIFF images")
-
-
-def image_keys(source: Any, base_dir: Path) -> tuple[dict, str]:
-    """``size`` and ``channels`` from the first image: its own size up to 64×64, grey or colour."""
-    from PIL import Image
-
-    if isinstance(source, str):
-        path = Path(source) if Path(source).is_absolute() else base_dir / source
-        if not path.is_file():
-            return {}, f"the first, {source!r}, is not found; check the paths"
-        source = path
-    try:
-        with Image.open(source) as image:
-            width, height, mode = *image.size, image.mode
-    except (OSError, SyntaxError, ValueError):
-        return {}, "the first cannot be decoded"
-    channels = 1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3
-    size = [height, width] if height <= 64 and width <= 64 else [64, 64]
-    shade = "grey" if channels == 1 else "colour"
-    resized = "" if size == [height, width] else ", resized to 64×64"
-    return {"size": size, "channels": channels}, f"the first is {width}×{height} {shade}{resized}"
+def _countable(kind: pa.DataType) -> bool:
+    """Whether Arrow counts distinct values of this type."""
+    return (is_numeric(kind) or is_string(kind) or pa.types.is_boolean(kind)
+            or pa.types.is_temporal(kind))
 
 
 def vector_groups(table: Table, candidates: list[tuple[int, str]]) -> dict[int, list[int]]:
@@ -256,7 +214,7 @@ def vector_groups(table: Table, candidates: list[tuple[int, str]]) -> dict[int, 
     each member's index mapped to the group's indices."""
     patterns: dict[str, list[int]] = {}
     for index, name in candidates:
-        if re.search(r"\d", name) and _is_numeric(table.arrow.column(index).type):
+        if re.search(r"\d", name) and is_numeric(table.arrow.column(index).type):
             patterns.setdefault(re.sub(r"\d+", "#", name), []).append(index)
     return {index: members for members in patterns.values() if len(members) >= GROUP_SIZE
             for index in members}
@@ -269,8 +227,8 @@ def group_choice(table: Table, members: list[int]) -> Choice:
     constant = sum(pc.count_distinct(table.arrow.column(i)).as_py() <= 1 for i in members)
     label = re.sub(r"\d+", "#", names[0])
     return Choice(label, {"type": "vector", "columns": names},
-                  f"{len(names)} numeric columns {names[0]} … {names[-1]}, values {_number(low)} to "
-                  f"{_number(high)}" + (f", {constant} of them constant" if constant else ""))
+                  f"{len(names)} numeric columns {names[0]} … {names[-1]}, values {number_text(low)} to "
+                  f"{number_text(high)}" + (f", {constant} of them constant" if constant else ""))
 
 
 def infer_output(column: str, forced: str | None, table: Table) -> Choice:
@@ -278,12 +236,12 @@ def infer_output(column: str, forced: str | None, table: Table) -> Choice:
     values = _plain(table.arrow.column(column))
     present, kind = values.drop_null(), values.type
     where = f"{table.source}, column {column!r}"
-    if not (pa.types.is_boolean(kind) or _is_numeric(kind) or _is_string(kind)):
+    if not (pa.types.is_boolean(kind) or is_numeric(kind) or is_string(kind)):
         raise DataError(f"{where}: found values of type {kind}; expected labels or numbers to predict")
     distinct = pc.count_distinct(present).as_py()
     if distinct < 2:
         raise DataError(f"{where}: found {distinct} distinct value(s); expected at least two to predict")
-    numbers = present.to_numpy(zero_copy_only=False) if _is_numeric(kind) else None
+    numbers = present.to_numpy(zero_copy_only=False) if is_numeric(kind) else None
     whole = numbers is not None and bool(np.all(numbers == np.round(numbers)))
     guess = ("binary" if distinct == 2 else "category" if numbers is None
              or (whole and distinct <= CLASS_LEVELS) else "number")
@@ -293,15 +251,15 @@ def infer_output(column: str, forced: str | None, table: Table) -> Choice:
                          "expected exactly two for a binary target (use :category)")
     if chosen == "number" and numbers is None:
         raise PlaitError(f"--target {column}:number: {where} holds {kind} values such as "
-                         f"{_show(present[0].as_py())}; expected numbers for a number target")
+                         f"{show(present[0].as_py())}; expected numbers for a number target")
     how = f"set with --target {_flag(column, chosen)}" if forced else "inferred"
     missing = len(values) - len(present)
     gaps = f"; {missing:,} rows without it do not count in its loss" if missing else ""
     if chosen == "number":
-        evidence = (f"numbers {_number(numbers.min())} to {_number(numbers.max())}, mean "
-                    f"{_number(numbers.mean())}, {distinct:,} distinct; {chosen} ({how})")
+        evidence = (f"numbers {number_text(numbers.min())} to {number_text(numbers.max())}, mean "
+                    f"{number_text(numbers.mean())}, {distinct:,} distinct; {chosen} ({how})")
     else:
-        evidence = f"{distinct:,} distinct: {_shares(present)}; {chosen} ({how}){_markers(present)}"
+        evidence = f"{distinct:,} distinct: {shares(present)}; {chosen} ({how}){markers(present)}"
     if chosen == "category" and numbers is not None and not forced:
         evidence += f"; for a regression: --target {_flag(column, 'number')}"
     return Choice(column, {"type": chosen}, evidence + gaps)
@@ -387,55 +345,8 @@ def _is_list(kind: pa.DataType) -> bool:
     return pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
 
 
-def _is_numeric(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
-
-
-def _is_string(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
-
-
-def _id_like(name: str) -> bool:
-    """``id``, ``key``, ``uuid``, ``index`` as the last word (``Clothing ID``, ``user_id``, ``userId``)."""
-    return bool(re.search(r"(^|[^a-z0-9])(id|key|uuid|guid|index)$", name.lower())
-                or re.search(r"[a-z](ID|Id)$", name))
-
-
-def _shares(values: pa.ChunkedArray) -> str:
-    """The three most frequent values with their share: ``'Tops' (45%), 'Dresses' (27%), …``."""
-    counts = pc.value_counts(values.drop_null())
-    pairs = sorted(zip(counts.field("counts").to_pylist(), counts.field("values").to_pylist(),
-                       strict=True), key=lambda pair: (-pair[0], str(pair[1])))
-    total = sum(count for count, _ in pairs)
-    shown = ", ".join(f"{_show(value)} ({count / total:.0%})" for count, value in pairs[:3])
-    return shown + (", …" if len(pairs) > 3 else "")
-
-
-def _markers(values: pa.ChunkedArray) -> str:
-    """Values such as 'NA' or '?' that read as a value here but may mean missing."""
-    if not _is_string(values.type):
-        return ""
-    found = pc.filter(values, pc.is_in(values, value_set=pa.array(MISSING_MARKERS)))
-    if not len(found):
-        return ""
-    marker = found[0].as_py()
-    return f"; {marker!r} in {len(found) / len(values):.0%} of rows reads as a value, not as missing"
-
-
 def _missing(count: int) -> str:
     return f"; {count:,} missing" if count else ""
-
-
-def _number(value: float) -> str:
-    value = float(value)
-    return str(int(value)) if value == round(value) and abs(value) < 1e15 else f"{value:.4g}"
-
-
-def _show(value: Any) -> str:
-    """A value for a comment: strings quoted, cut to 30 characters."""
-    if not isinstance(value, str):
-        return str(value)
-    return repr(value if len(value) <= 30 else value[:29] + "…")
 
 
 def _flag(column: str, kind: str) -> str:

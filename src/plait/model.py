@@ -1,27 +1,33 @@
-"""The public Model: fit, evaluate, predict, describe, save; and ``load``."""
+"""The public Model: fit, evaluate, predict, describe, explain, save; and ``Model.load``."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
-from plait.data import Table, read_table
-from plait.errors import PlaitError
+from plait import bundle
+from plait.errors import BundleError, ConfigError, PlaitError
+from plait.parts import Part, read_json, write_json
 from plait.preprocess import (
+    States,
+    dump_states,
     encode_inputs,
-    encode_targets,
     fit_states,
-    stratified_split,
+    load_states,
+    needed_columns,
+    prepare,
     training_arrays,
 )
+from plait.sources import Source, open_source
 from plait.spec import Spec, load_spec
 from plait.targets.base import Target
 
-CLASSIFIERS = ("binary", "category")
+STATE_FORMAT = 1
 
 
 class Model:
@@ -49,6 +55,8 @@ class Model:
         self._check_fitted()
         return self.keras_model_
 
+    # -- training ---------------------------------------------------------------------------
+
     def fit(self, data: Any, *, validation_data: Any = None, epochs: int | None = None,
             checkpoint: str | Path | None = None, resume: bool = False,
             cache_dir: str | Path | None = None) -> Model:
@@ -59,21 +67,19 @@ class Model:
         ends with the same weights as an uninterrupted run. Data too large for memory (see
         ``train.stream``) is encoded once into ``cache_dir`` and read back part by part.
         """
+        from plait.backend import set_random_seed
         from plait.graph import build, compile_model
-        from plait.stream import wants_streaming
-        from plait.training import Batches, set_random_seed
+        from plait.training import Batches
 
-        run = Run(Path(checkpoint), self.spec, [data, validation_data]) if checkpoint else None
+        train = self.spec.train
+        source = open_source(data, train)
+        valid_source = open_source(validation_data, train) if validation_data is not None else None
+        run = Run(Path(checkpoint), self.spec, [source, valid_source]) if checkpoint else None
         carried = run.resume() if run and resume else None
-        states = carried["states"] if carried else None
-        if wants_streaming(data, self.spec.train):
-            prepared = self._prepare_streamed(data, validation_data, cache_dir, states)
-        else:
-            prepared = self._prepare_in_memory(data, validation_data, states)
+        prepared = prepare(self.spec, source, valid_source, cache_dir, carried["states"] if carried else None)
         self.states_ = prepared.states
         if run and not carried:
             run.start(self.states_)
-        train = self.spec.train
         set_random_seed(train.seed)
         self.keras_model_ = compile_model(build(self.spec, self.states_), self.spec)
         first_epoch = run.restore(self.keras_model_, carried) if carried else 0
@@ -87,65 +93,9 @@ class Model:
         self.history_ = recorder.history
         self.data_report_ = prepared.report
         self.metrics_ = {}
-        if prepared.valid_table is not None:
-            self.metrics_["validation"] = self._evaluate(prepared.valid_table, choose_thresholds=True)
-        elif prepared.valid:
-            self.metrics_["validation"] = self._evaluate_parts(prepared.valid, validation)
+        if prepared.valid:
+            self.states_, self.metrics_["validation"] = self._score(prepared.valid, choose=True)
         return self
-
-    def _prepare_in_memory(self, data: Any, validation_data: Any, states: dict | None) -> Prepared:
-        from plait.training import Part
-
-        table = read_table(data)
-        train_table, valid_table = self._split(table, validation_data)
-        states = states or fit_states(self.spec, train_table)
-        arrays = training_arrays(self.spec, states, train_table)
-        if not arrays.rows:
-            raise PlaitError(f"{table.source}: no rows left to train on after the missing-value "
-                             f"policies: {arrays.report}")
-        report = {"training_rows": train_table.num_rows, "used_rows": arrays.rows, "inputs": arrays.report}
-        valid = []
-        if valid_table is not None:
-            report["validation_rows"] = valid_table.num_rows
-            held_out = training_arrays(self.spec, states, valid_table)
-            valid = [Part(held_out.x, held_out.y, held_out.weights if held_out.weighted else None)]
-        part = Part(arrays.x, arrays.y, arrays.weights if arrays.weighted else None)
-        return Prepared(states, [part], valid, report, valid_table)
-
-    def _prepare_streamed(self, data: Any, validation_data: Any, cache_dir: str | Path | None,
-                          states: dict | None) -> Prepared:
-        from plait.stream import prepare
-
-        streamed = prepare(self.spec, data, validation_data, cache_dir, states)
-        return Prepared(streamed.states, streamed.train, streamed.valid, streamed.report)
-
-    def _evaluate_parts(self, parts: list[Any], batches: Any) -> dict:
-        """Validation metrics of a streamed run, from its encoded validation parts."""
-        raw = self.keras_model_.predict(batches, verbose=0)
-        raw = raw if isinstance(raw, dict) else {self.spec.outputs[0].name: raw}
-        loaded = [part.targets() for part in parts]
-        targets = {out.name: Target(np.concatenate([y[out.name] for y, _ in loaded]),
-                                    np.concatenate([present[out.name] for _, present in loaded]))
-                   for out in self.spec.outputs}
-        return self._score({name: np.asarray(values) for name, values in raw.items()}, targets,
-                           sum(part.rows for part in parts), choose_thresholds=True)
-
-    def _split(self, table: Table, validation_data: Any) -> tuple[Table, Table | None]:
-        if validation_data is not None:
-            return table, read_table(validation_data)
-        train = self.spec.train
-        training, validation = stratified_split(self._strata(table), table.num_rows,
-                                                train.validation_split, train.seed)
-        if validation.size == 0:
-            return table, None
-        return table.take(training), table.take(validation)
-
-    def _strata(self, table: Table) -> np.ndarray | None:
-        for out in self.spec.outputs:
-            if out.type in CLASSIFIERS:
-                labels = table.strings(out.source, out.describe_use())
-                return np.asarray(labels.fill_null("\x00missing").to_numpy(zero_copy_only=False))
-        return None
 
     def _callbacks(self, batches: Any, has_validation: bool, run: Run | None,
                    carried: dict | None) -> tuple[list[Any], Any]:
@@ -167,16 +117,61 @@ class Model:
         recorder = Checkpoint(run.folder if run else None, history, stopping)
         return callbacks + [recorder], recorder
 
+    # -- encoded parts, predictions and scores ----------------------------------------------
+
+    def _source(self, data: Any) -> Source:
+        return data if isinstance(data, Source) else open_source(data, self.spec.train)
+
+    def encoded_parts(self, data: Any) -> Iterator[Part]:
+        """``data`` batch by batch, encoded as training encodes it (rows an input's ``skip``
+        policy leaves out are dropped)."""
+        self._check_fitted()
+        source = self._source(data)
+        for _, _, table in source.batches(needed_columns(self.spec)):
+            arrays = training_arrays(self.spec, self.states_, table)
+            if arrays.rows:
+                yield Part(arrays.x, arrays.y, arrays.weights, arrays.present)
+
+    def raw_outputs(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The Keras model's outputs for encoded inputs, by output name."""
+        raw = self.keras_model_.predict(x, batch_size=self.spec.train.batch_size, verbose=0)
+        if not isinstance(raw, dict):
+            raw = {self.spec.outputs[0].name: raw}
+        return {name: np.asarray(values) for name, values in raw.items()}
+
+    def _score(self, parts: Iterable[Part], choose: bool = False) -> tuple[States, dict]:
+        """Metrics per output on encoded parts, and the states after the choices made on
+        these rows when ``choose`` (the validation split: decision thresholds)."""
+        raws, targets, present = [], [], []
+        for part in parts:
+            raws.append(self.raw_outputs(part.inputs()))
+            y, has = part.targets()
+            targets.append(y)
+            present.append(has)
+        if not raws:
+            raise PlaitError("no rows to score: every row was left out by the missing-value policies")
+        states = dict(self.states_)
+        results: dict[str, Any] = {"rows": int(sum(len(next(iter(y.values()))) for y in targets))}
+        for out in self.spec.outputs:
+            raw = np.concatenate([r[out.name] for r in raws])
+            target = Target(np.concatenate([y[out.name] for y in targets]),
+                            np.concatenate([p[out.name] for p in present]))
+            if choose:
+                states[out.name] = out.choose(target, raw, states[out.name])
+            results[out.name] = out.score(target, raw, states[out.name])
+            results[out.name]["rows"] = int(target.present.sum())
+        return states, results
+
     def predict_arrays(self, data: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """The model's raw outputs per output name, and the rows the input policies kept."""
         self._check_fitted()
-        table = read_table(data)
-        encoded = encode_inputs(self.spec, self.states_, table)
-        raw = self.keras_model_.predict(encoded.inputs, batch_size=self.spec.train.batch_size,
-                                        verbose=0)
-        if not isinstance(raw, dict):
-            raw = {self.spec.outputs[0].name: raw}
-        return {name: np.asarray(values) for name, values in raw.items()}, encoded.kept
+        raws, kept = [], []
+        for _, _, table in self._source(data).batches(needed_columns(self.spec, targets=False)):
+            encoded = encode_inputs(self.spec, self.states_, table)
+            raws.append(self.raw_outputs(encoded.inputs))
+            kept.append(encoded.kept)
+        return ({name: np.concatenate([raw[name] for raw in raws]) for name in raws[0]},
+                np.concatenate(kept))
 
     def predict(self, data: Any) -> Any:
         """A pandas DataFrame: one column per output with the decoded prediction, plus
@@ -195,27 +190,8 @@ class Model:
     def evaluate(self, data: Any) -> dict:
         """Metrics per output on labelled data, in the targets' own units, each beside the
         trivial baseline (majority class or training mean) and the lift over it."""
-        return self._evaluate(read_table(data), choose_thresholds=False)
-
-    def _evaluate(self, table: Table, choose_thresholds: bool) -> dict:
-        """Metrics on ``table``; with ``choose_thresholds`` (the validation split), each binary
-        output's decision threshold is first chosen on these rows."""
         self._check_fitted()
-        raw, kept = self.predict_arrays(table)
-        targets = {name: Target(target.values, target.present & kept)
-                   for name, target in encode_targets(self.spec, self.states_, table).items()}
-        return self._score(raw, targets, table.num_rows, choose_thresholds)
-
-    def _score(self, raw: dict[str, np.ndarray], targets: dict[str, Target], rows: int,
-               choose_thresholds: bool) -> dict:
-        results: dict[str, Any] = {"rows": int(rows)}
-        for out in self.spec.outputs:
-            usable = targets[out.name]
-            if choose_thresholds and out.type == "binary":
-                out.choose_threshold(usable, raw[out.name], self.states_[out.name])
-            results[out.name] = out.score(usable, raw[out.name], self.states_[out.name])
-            results[out.name]["rows"] = int(usable.present.sum())
-        return results
+        return self._score(self.encoded_parts(data))[1]
 
     def describe(self) -> dict[str, dict]:
         """Per branch, merge node, head and output: its layers, output shapes and parameters."""
@@ -232,59 +208,97 @@ class Model:
         from plait.explain import importance
 
         self._check_fitted()
-        self.importance_ = importance(self, data, repeats=repeats, seed=seed)
+        source = self._source(data)
+        self.importance_ = importance(self, list(self.encoded_parts(source)), source.name,
+                                      repeats=repeats, seed=seed)
         return self.importance_
+
+    # -- the bundle -------------------------------------------------------------------------
+
+    def report_files(self, metrics: dict | None = None, source: str = "validation split") -> dict[str, bytes]:
+        """``report.html`` and ``plots/*.png`` for this model; ``metrics`` default to those of
+        its validation split."""
+        from plait.report import report_files
+
+        if metrics is None:
+            metrics = getattr(self, "metrics_", {}).get("validation")
+        return report_files(self, metrics, source)
 
     def save(self, path: str | Path, *, report: bool = False) -> Path:
         """Write the bundle directory (whole or not at all); returns its path. With
         ``report``, also ``report.html`` and the PNG plots it shows (``plots/``)."""
-        from plait.bundle import save
-
         self._check_fitted()
-        return save(self, Path(path), report=report)
+        files = {
+            "spec.yaml": self.spec.to_yaml().encode("utf-8"),
+            "state.json": bundle.json_bytes({"format": STATE_FORMAT, "states": dump_states(self.states_),
+                                             "data": self.data_report_}),
+            "metrics.json": bundle.json_bytes(self.metrics_),
+            "history.json": bundle.json_bytes(self.history_),
+        }
+        if getattr(self, "importance_", None) is not None:
+            files["importance.json"] = bundle.json_bytes(self.importance_)
+        if report:
+            files.update(self.report_files())
+        return bundle.save(Path(path), files, self.keras_model_.save)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        """A trained Model from a bundle directory written by ``Model.save``; every file is
+        checked against the manifest and every fitted state validated by its type."""
+        from plait.backend import load_keras_model
+        from plait.graph import compile_model
+
+        path = Path(path)
+        contents = bundle.read(path)  # before the backend loads, so a wrong path is reported at once
+        try:
+            spec = load_spec(yaml.safe_load(contents.spec_text))
+        except (ConfigError, yaml.YAMLError) as error:
+            raise BundleError(f"{path / 'spec.yaml'}: {error}") from None
+        model = cls(spec)
+        where = str(path / "state.json")
+        model.states_ = load_states(spec, contents.state.get("states"), where, BundleError)
+        model.data_report_ = contents.state.get("data", {})
+        model.metrics_, model.history_ = contents.metrics, contents.history
+        model.manifest_ = contents.manifest
+        if contents.importance is not None:
+            model.importance_ = contents.importance
+        try:
+            keras_model = load_keras_model(contents.keras_file)
+        except (ValueError, OSError, KeyError) as error:
+            raise BundleError(f"{contents.keras_file}: cannot be loaded: {error}") from None
+        model.keras_model_ = compile_model(keras_model, spec)
+        return model
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "keras_model_"):
             raise PlaitError("this model is not trained yet: call fit(data) or plait.load(path)")
 
 
-@dataclass
-class Prepared:
-    """Encoded training and validation parts, the fitted states, and the data report; for
-    data read in memory, also the validation table (scored from its raw values)."""
-
-    states: dict[str, dict]
-    train: list[Any]
-    valid: list[Any]
-    report: dict
-    valid_table: Table | None = None
-
-
 class Run:
     """A checkpoint folder: what the run was started with, and how far it got."""
 
-    def __init__(self, folder: Path, spec: Spec, sources: list[Any]) -> None:
-        self.folder = folder
-        self.fingerprint = {"spec": spec.to_dict(), "data": [identity(s) for s in sources]}
+    def __init__(self, folder: Path, spec: Spec, sources: list[Source | None]) -> None:
+        self.folder, self.spec = folder, spec
+        self.fingerprint = {"spec": spec.to_dict(),
+                            "data": [None if s is None else s.identity() for s in sources]}
 
-    def start(self, states: dict) -> None:
-        from plait.training import clear, write_json
+    def start(self, states: States) -> None:
+        from plait.training import clear
 
         clear(self.folder)
         self.folder.mkdir(parents=True)
-        write_json(self.folder / "run.json", {"fingerprint": self.fingerprint, "states": states})
+        write_json(self.folder / "run.json", {"fingerprint": self.fingerprint, "states": dump_states(states)})
 
     def resume(self) -> dict | None:
         """What the interrupted run left: states, history, epochs done; None if nothing."""
-        from plait.training import read_json
-
         if not (self.folder / "progress.json").is_file():
             return None
         started = read_json(self.folder / "run.json")
         if started["fingerprint"] != json.loads(json.dumps(self.fingerprint)):
             raise PlaitError(f"{self.folder}: this checkpoint was written for another config or "
                              "other data; remove it, or train without --resume")
-        return {"states": started["states"], **read_json(self.folder / "progress.json")}
+        states = load_states(self.spec, started["states"], str(self.folder / "run.json"))
+        return {"states": states, **read_json(self.folder / "progress.json")}
 
     def restore(self, model: Any, carried: dict) -> int:
         """Load the checkpointed weights, optimizer and random state; the epoch to continue
@@ -302,23 +316,17 @@ class Run:
         return int(carried["epoch"])
 
 
-def identity(source: Any) -> Any:
-    """What identifies a data source for a checkpoint: each file's path, size and change time;
-    an in-memory table's shape and schema."""
-    if source is None:
-        return None
-    if isinstance(source, (str, Path)):
-        path = Path(source).resolve()
-        files = sorted(path.iterdir()) if path.is_dir() else [path]
-        return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
-    table = read_table(source)
-    return [table.num_rows, str(table.arrow.schema)]
-
-
-def placeholder_states(spec: Spec) -> dict[str, dict]:
+def placeholder_states(spec: Spec) -> States:
     states = {s.name: s.placeholder_state() for s in spec.inputs}
     states.update({out.name: out.placeholder_state() for out in spec.outputs})
     return states
+
+
+def fitted_states(spec: Spec, data: Any) -> States:
+    """States fitted on ``data`` the way training fits them (all rows, up to ``fit_rows``)."""
+    from plait.preprocess import sample
+
+    return fit_states(spec, sample(spec, open_source(data, spec.train), 0.0, spec.train.fit_rows))
 
 
 def describe_model(spec: Spec, model: Any) -> dict[str, dict]:
@@ -344,7 +352,6 @@ def _shape(layer: Any) -> list:
 
 
 def load(path: str | Path) -> Model:
-    """A trained Model from a bundle directory written by ``Model.save``."""
-    from plait.bundle import load as load_bundle
+    """A trained Model from a bundle directory written by ``Model.save`` (``Model.load``)."""
+    return Model.load(path)
 
-    return load_bundle(Path(path))

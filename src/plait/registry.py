@@ -33,4 +33,4 @@ OUTPUT_TYPES = {
     "number": NumberOutput,
 }
 
-MERGES = {merge.strategy: merge for merge in (Concat, Add, Average, Multiply, Maximum)}
+MERGES = {merge.model_fields["strategy"].default: merge for merge in (Concat, Add, Average, Multiply, Maximum)}

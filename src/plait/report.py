@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from plait import plots
+from plait.explain import ranked
 
 NAMES = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1",
          "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "log_loss": "log loss", "macro_f1": "macro F1",
@@ -43,59 +44,28 @@ pre { background: white; border: 1px solid #e2e8f0; padding: 12px; overflow-x: a
 
 
 def plot_files(model: Any, metrics: dict | None, source: str) -> dict[str, bytes]:
-    """Every plot the report shows, by file name."""
+    """Every plot the report shows, by file name: training curves, each output's own plots,
+    the importance bars and the model diagram."""
     outputs = {out.name: out for out in model.spec.outputs}
     images = plots.training_curves(getattr(model, "history_", {}) or {}, list(outputs))
     for name, scores in (metrics or {}).items():
-        if name not in outputs or not isinstance(scores, dict):
-            continue
-        kind, curves = outputs[name].type, scores.get("curves", {})
-        if kind in ("binary", "category"):
-            images[f"{name}_confusion.png"] = plots.confusion(
-                scores["confusion_matrix"], scores["labels"], f"{name}: confusion matrix ({source})")
-        if kind == "binary" and curves:
-            images[f"{name}_roc.png"] = plots.roc(curves, scores["roc_auc"], f"{name}: ROC curve")
-            images[f"{name}_pr.png"] = plots.precision_recall(curves, scores["pr_auc"],
-                                                              f"{name}: precision-recall curve")
-            images[f"{name}_calibration.png"] = plots.calibration(curves, f"{name}: calibration")
-        if kind == "number" and curves:
-            images[f"{name}_residuals.png"] = plots.residuals(curves, f"{name}: residuals ({source})")
+        if name in outputs and isinstance(scores, dict):
+            images.update(outputs[name].plots(scores, source))
     if getattr(model, "importance_", None):
         images["importance.png"] = plots.importance_bars(model.importance_)
     images["model.png"] = plots.diagram(model.spec, model.describe())
     return images
 
 
-def report_files(model: Any, metrics: dict | None = None,
-                 source: str = "validation split") -> dict[str, bytes]:
-    """``report.html`` and ``plots/*.png`` for a fitted model; ``metrics`` default to those
-    of its validation split."""
-    if metrics is None:
-        metrics = getattr(model, "metrics_", {}).get("validation")
+def report_files(model: Any, metrics: dict | None, source: str = "validation split") -> dict[str, bytes]:
+    """``report.html`` and ``plots/*.png`` for a fitted model (anything with its ``spec``,
+    ``describe()`` and, when known, ``history_``, ``importance_``, ``data_report_`` and
+    ``manifest_``) and the ``metrics`` shown, measured on ``source``."""
     images = plot_files(model, metrics, source)
     page = render(model, metrics, source, images)
     files = {f"plots/{name}": image for name, image in images.items()}
     files["report.html"] = page.encode("utf-8")
     return files
-
-
-def write_report(path: str | Path, data: Any = None) -> Path:
-    """Write ``report.html`` and ``plots/`` into the bundle at ``path`` (replacing earlier ones,
-    the manifest updated, the bundle renamed into place whole). With ``data``, the metrics
-    and their plots are those of that labelled file instead of the validation split.
-
-    Returns the path of the report.
-    """
-    from plait.bundle import update
-    from plait.model import load
-
-    path = Path(path)
-    model = load(path)
-    metrics, source = None, "validation split"
-    if data is not None:
-        metrics, source = model.evaluate(data), Path(str(data)).name
-    update(path, report_files(model, metrics, source), drop="plots")
-    return path / "report.html"
 
 
 def render(model: Any, metrics: dict | None, source: str, images: dict[str, bytes]) -> str:
@@ -139,19 +109,19 @@ def _metrics_section(model: Any, metrics: dict | None, source: str) -> str:
         rows = [[NAMES[name], _number(scores[name]), _number(scores["baseline"].get(name)),
                  _lift(scores["lift"].get(name))] for name in NAMES if isinstance(scores.get(name), float)]
         parts.append(_table(["metric", "model", "baseline", "lift"], rows))
-        if out.type == "binary":
-            parts.append(f"<p class=\"note\">Decision threshold {scores['threshold']:.4f} "
-                         f"({_e(_threshold_origin(scores.get('threshold_by', 'fixed')))}).</p>")
-        if out.type == "category":
-            per_class = [[_e(label), _number(v["precision"]), _number(v["recall"]), _number(v["f1"]),
-                          Number(v["support"])] for label, v in scores["per_class"].items()]
-            parts.append(_table(["class", "precision", "recall", "F1", "rows"], per_class))
+        parts += [f'<p class="note">{_e(note)}</p>' for note in out.notes(scores)]
+        for headings, cells in out.tables(scores):
+            parts.append(_table(headings, [[_cell(value) for value in row] for row in cells]))
     return "\n".join(parts)
 
 
-def _threshold_origin(chosen_by: str) -> str:
-    known = {"fixed": "fixed in the config", "default": "the default; no validation split to choose it on"}
-    return known.get(chosen_by, f"chosen on the validation split for the best {chosen_by}")
+def _cell(value: Any) -> Any:
+    """A table cell from a value: numbers right-aligned, text escaped."""
+    if isinstance(value, float):
+        return _number(value)
+    if isinstance(value, int):
+        return Number(value)
+    return _e(value)
 
 
 def _plots_section(images: dict[str, bytes], metrics: dict | None, source: str) -> str:
@@ -167,8 +137,6 @@ def _importance_section(result: dict | None, images: dict[str, bytes]) -> str:
         return ("<h2>Importance of each input</h2><p class=\"note\">Not measured yet: "
                 "<code>plait explain DIR --data FILE</code> measures it on labelled rows and adds it "
                 "here.</p>")
-    from plait.explain import ranked
-
     rows = [[_e(name), _e(out), NAMES.get(metric, metric), _spread(permuted), _spread(switched)]
             for name, out, metric, permuted, switched in ranked(result)]
     reference = ", ".join(f"{out} {NAMES.get(m, m)} {_number(result['reference'][out])}"

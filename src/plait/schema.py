@@ -22,3 +22,14 @@ class Strict(BaseModel):
     """A config block: unknown keys are errors, so typos never pass silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class FittedState(BaseModel):
+    """What an input or output learned from the training rows: typed, validated when a
+    bundle loads, written to ``state.json`` as JSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+StateClass = type[FittedState]
+"""The class of a type's fitted state (``type`` itself is a config key of input and output types)."""

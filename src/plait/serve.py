@@ -180,67 +180,8 @@ class Batcher:
         self.stats.batch_sizes[rows] = self.stats.batch_sizes.get(rows, 0) + 1
 
 
-def input_schema(spec: Any, state: dict) -> dict[str, Any]:
-    """One input as a client sees it: its fields, type, and the values or shape it takes."""
-    entry: dict[str, Any] = {"name": spec.name, "type": spec.type, "fields": spec.source_columns(),
-                             "missing": spec.missing, "required": spec.missing == "error",
-                             "optional": spec.optional}
-    kind = spec.type
-    if kind == "number":
-        entry.update(accepts="a number or null", mean=state.get("mean"), min=state.get("min"),
-                     max=state.get("max"))
-    elif kind == "category":
-        entry.update(accepts="a string, an integer, a boolean or null; values outside the "
-                     "vocabulary share one slot", values=state["vocabulary"])
-    elif kind == "binary":
-        entry.update(accepts=f"one of {state['levels']} or null", values=state["levels"],
-                     positive=state["levels"][1])
-    elif kind == "text":
-        entry.update(accepts="a string or null", length=state["length"],
-                     vocabulary_size=len(state["vocabulary"]) + 2, lowercase=spec.lowercase)
-    elif kind == "image":
-        entry.update(accepts="base64 image data (PNG, JPEG, ...) or a data: URL, or null",
-                     size=list(spec.size), channels=spec.channels, max_pixels=spec.max_pixels)
-    elif kind == "vector":
-        entry.update(accepts="a number or null in each field" if spec.columns else
-                     "a list of numbers (nested lists are read row-major) or null",
-                     size=state["size"], shape=list(spec.input_shape(state)))
-    elif kind == "sequence":
-        entry.update(accepts="a list of steps, each a list of numbers (or a number when there "
-                     "is one feature), or null", steps=state["steps"], features=state["features"])
-    return entry
-
-
-def output_schema(spec: Any, state: dict) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": spec.name, "type": spec.type}
-    if spec.type == "binary":
-        entry.update(labels=state["labels"], columns=[spec.name, f"{spec.name}_proba"],
-                     threshold=state.get("threshold"))
-    elif spec.type == "category":
-        entry.update(labels=state["labels"],
-                     columns=[spec.name] + [f"{spec.name}_proba_{label}" for label in state["labels"]])
-    else:
-        entry.update(columns=[spec.name])
-    return entry
-
-
-def field_schema(spec: Any) -> dict[str, Any]:
-    """The JSON Schema of one record field, for the OpenAPI description."""
-    nullable = {"type": "null"}
-    if spec.type == "number" or spec.type == "vector" and spec.columns:
-        return {"anyOf": [{"type": "number"}, nullable]}
-    if spec.type in ("category", "binary"):
-        return {"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "boolean"}, nullable]}
-    if spec.type == "text":
-        return {"anyOf": [{"type": "string"}, nullable]}
-    if spec.type == "image":
-        return {"anyOf": [{"type": "string", "contentEncoding": "base64"}, nullable]}
-    return {"anyOf": [{"type": "array", "items": {}}, nullable]}
-
-
 def request_schema(predictor: Predictor, max_records: int) -> dict[str, Any]:
-    properties = {name: field_schema(spec) for spec in predictor.spec.inputs
-                  for name in spec.source_columns()}
+    properties = {name: spec.field_schema() for spec in predictor.spec.inputs for name in spec.source_columns()}
     record = {"type": "object", "properties": properties, "additionalProperties": False}
     return {"type": "array", "items": record, "maxItems": max_records}
 
@@ -249,8 +190,8 @@ def schema(predictor: Predictor, settings: Settings, keyed: bool) -> dict[str, A
     spec, states = predictor.spec, predictor.states
     return {
         "bundle": Path(settings.bundle).name,
-        "inputs": [input_schema(s, states[s.name]) for s in spec.inputs],
-        "outputs": [output_schema(out, states[out.name]) for out in spec.outputs],
+        "inputs": [s.schema(states[s.name]) for s in spec.inputs],
+        "outputs": [out.schema(states[out.name]) for out in spec.outputs],
         "fields": predictor.fields,
         "limits": {"max_records": settings.max_records, "max_body_bytes": settings.max_body_bytes},
         "api_key": keyed,
@@ -317,11 +258,11 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
     from contextlib import asynccontextmanager
 
     import plait
-    from plait.model import load
+    from plait.model import Model
     from plait.serve_page import PAGE, PAGE_SECURITY
 
     settings.check()
-    model = model if model is not None else load(settings.bundle)
+    model = model if model is not None else Model.load(settings.bundle)
     predictor = Predictor(model, settings.max_batch)
     predictor.warm_up()
     key = os.environ.get(API_KEY_VARIABLE) or None

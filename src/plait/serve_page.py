@@ -94,28 +94,28 @@ function fieldLabel(input, field) {
   return label;
 }
 
+// Each input's schema names its widget; the page knows widgets, not input types.
 function control(input, field) {
   const id = "field-" + field;
-  const base = {"id": id, "name": field, "data-type": input.type};
-  if ((input.type === "category" || input.type === "binary") && input.values.length <= 50) {
+  const base = {"id": id, "name": field, "data-widget": input.widget, "title": input.accepts};
+  const values = input.values || [];
+  if (input.widget === "select" && values.length <= 50) {
     const select = element("select", base);
     select.appendChild(element("option", {"value": ""}, "(missing)"));
-    for (const value of input.values) select.appendChild(element("option", {"value": value}, value));
+    for (const value of values) select.appendChild(element("option", {"value": value}, value));
     return select;
   }
-  if (input.type === "category" || input.type === "binary") {
-    return element("input", {...base, "type": "text", "placeholder": input.values.slice(0, 5).join(", ")});
+  if (input.widget === "select" || input.widget === "text") {
+    return element("input", {...base, "type": "text", "placeholder": input.example || values.slice(0, 5).join(", ")});
   }
-  if (input.type === "text") return element("textarea", {...base, "placeholder": "Some text"});
-  if (input.type === "image") return element("input", {...base, "type": "file", "accept": "image/*"});
-  if (input.type === "number" || (input.type === "vector" && input.fields.length > 1)) {
+  if (input.widget === "textarea") return element("textarea", {...base, "placeholder": "Some text"});
+  if (input.widget === "file") return element("input", {...base, "type": "file", "accept": "image/*"});
+  if (input.widget === "number") {
     return element("input", {...base, "type": "number", "step": "any",
                              "placeholder": input.mean !== undefined && input.mean !== null ?
                                "e.g. " + Number(input.mean).toPrecision(4) : ""});
   }
-  const hint = input.type === "sequence" ? "JSON: [[step 1 numbers], [step 2 numbers], ...]"
-                                         : "JSON list of " + input.size + " numbers";
-  return element("textarea", {...base, "data-list": "1", "placeholder": hint});
+  return element("textarea", {...base, "placeholder": "JSON: " + input.accepts});
 }
 
 function buildForm() {
@@ -128,7 +128,7 @@ function buildForm() {
       form.appendChild(fieldLabel(input, field));
       const node = control(input, field);
       form.appendChild(node);
-      if (input.type === "image") node.addEventListener("change", () => preview(node));
+      if (input.widget === "file") node.addEventListener("change", () => preview(node));
     }
   }
   form.appendChild(element("button", {"type": "submit", "id": "predict"}, "Predict"));
@@ -154,19 +154,19 @@ function readFile(file) {
 }
 
 async function fieldValue(node) {
-  const type = node.getAttribute("data-type");
-  if (type === "image") return node.files.length ? await readFile(node.files[0]) : null;
+  const widget = node.getAttribute("data-widget");
+  if (widget === "file") return node.files.length ? await readFile(node.files[0]) : null;
   const raw = node.value.trim();
   if (raw === "") return null;
-  if (node.getAttribute("data-list")) return JSON.parse(raw);
-  if (node.type === "number") return Number(raw);
+  if (widget === "json") return JSON.parse(raw);
+  if (widget === "number") return Number(raw);
   return node.value;
 }
 
 async function predict() {
   const record = {};
   try {
-    for (const node of form.querySelectorAll("[data-type]")) record[node.name] = await fieldValue(node);
+    for (const node of form.querySelectorAll("[data-widget]")) record[node.name] = await fieldValue(node);
   } catch (error) {
     showError("Cannot read the form: " + error.message);
     return;
@@ -185,15 +185,9 @@ function showPrediction(row) {
     box.appendChild(element("div", {"class": "muted"}, output.name + " (" + output.type + ")"));
     const value = row[output.name];
     const shown = value === null ? "no prediction (a skipped missing value)" :
-      (typeof value === "number" && output.type === "number" ? value.toPrecision(6) : String(value));
+      (typeof value === "number" ? value.toPrecision(6) : String(value));
     box.appendChild(element("div", {"class": "prediction"}, shown));
-    if (output.type === "binary") {
-      box.appendChild(bar(String(output.labels[1]), row[output.name + "_proba"]));
-    } else if (output.type === "category") {
-      for (const label of output.labels) {
-        box.appendChild(bar(String(label), row[output.name + "_proba_" + label]));
-      }
-    }
+    for (const [label, column] of output.bars || []) box.appendChild(bar(String(label), row[column]));
     parts.push(box);
   }
   result.replaceChildren(...parts);

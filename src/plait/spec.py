@@ -14,26 +14,14 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from plait.errors import ConfigError
+from plait.merges import Concat, Merge
 from plait.registry import INPUT_TYPES, MERGES, OUTPUT_TYPES
-from plait.schema import Activation, Name, Rate, Strict, Units
+from plait.schema import Activation, Rate, Strict, Units
 
 InputSpec = Annotated[Union[tuple(INPUT_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
 OutputSpec = Annotated[Union[tuple(OUTPUT_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
-Strategy = Literal[tuple(MERGES)]  # type: ignore[valid-type]
-
-
-class MergeNode(Strict):
-    """One merge: ``strategy`` over the branches or earlier nodes named in ``inputs``
-    (all inputs when omitted), each first projected to ``project`` units when given.
-
-    >>> MergeNode(name="both", strategy="add", inputs=["a", "b"], project=16).strategy
-    'add'
-    """
-
-    name: Name = "merged"
-    strategy: Strategy = "concat"
-    inputs: list[Name] | None = Field(default=None, min_length=1)
-    project: Units | None = None
+MergeSpec = Annotated[Union[tuple(MERGES.values())], Field(discriminator="strategy")]  # noqa: UP007
+DEFAULT_STRATEGY = "concat"
 
 
 class Head(Strict):
@@ -115,23 +103,32 @@ class Spec(Strict):
     """
 
     inputs: list[InputSpec] = Field(min_length=1)
-    merge: MergeNode | list[MergeNode] = Field(default_factory=MergeNode)
+    merge: MergeSpec | list[MergeSpec] = Field(default_factory=Concat)
     head: Head = Field(default_factory=Head)
     outputs: list[OutputSpec] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
 
+    @field_validator("merge", mode="before")
+    @classmethod
+    def _default_strategy(cls, value: Any) -> Any:
+        """A node without ``strategy`` concatenates."""
+        def completed(node: Any) -> Any:
+            return {"strategy": DEFAULT_STRATEGY, **node} if isinstance(node, dict) else node
+
+        return [completed(node) for node in value] if isinstance(value, list) else completed(value)
+
     @property
-    def merge_nodes(self) -> list[MergeNode]:
+    def merge_nodes(self) -> list[Merge]:
         return list(self.merge) if isinstance(self.merge, list) else [self.merge]
 
     @property
-    def main_node(self) -> MergeNode:
+    def main_node(self) -> Merge:
         return self.merge_nodes[-1]
 
     def merge_path(self, index: int) -> str:
         return f"merge[{index}]" if isinstance(self.merge, list) else "merge"
 
-    def node_sources(self, node: MergeNode) -> list[str]:
+    def node_sources(self, node: Merge) -> list[str]:
         return list(node.inputs) if node.inputs else [spec.name for spec in self.inputs]
 
     def to_dict(self) -> dict:
@@ -189,8 +186,9 @@ def format_errors(error: ValidationError, raw: dict) -> str:
         elif item["type"] == "value_error":
             lines.append(f"  {path}: {item.get('ctx', {}).get('error', item['msg'])}")
         elif item["type"] == "union_tag_invalid":
+            key = "strategy" if item["loc"][0] == "merge" else "type"
             tags = item.get("ctx", {}).get("expected_tags")
-            lines.append(f"  {path}.type: found {_show(item['ctx'].get('tag'))}; expected one of {tags}")
+            lines.append(f"  {path}.{key}: found {_show(item['ctx'].get('tag'))}; expected one of {tags}")
         elif item["type"] == "union_tag_not_found":
             kinds = INPUT_TYPES if item["loc"][0] == "inputs" else OUTPUT_TYPES
             lines.append(f"  {path}.type: missing; expected one of {', '.join(map(repr, kinds))}")
@@ -216,7 +214,7 @@ def config_path(loc: tuple, raw: Any) -> tuple[str, type[BaseModel] | None] | No
                 return None
             if part in _MODEL_TAGS and isinstance(node, list):
                 return None
-            if part in INPUT_TYPES or part in OUTPUT_TYPES or part in _MODEL_TAGS or part.startswith("list["):
+            if part in _TAGS or part in _MODEL_TAGS or part.startswith("list["):
                 continue
         owner = model
         path += f".{part}" if path else part
@@ -225,7 +223,8 @@ def config_path(loc: tuple, raw: Any) -> tuple[str, type[BaseModel] | None] | No
     return path or "config", owner
 
 
-_MODEL_TAGS = {"MergeNode", "EarlyStopping", "Head", "Train"}
+_MODEL_TAGS = {"EarlyStopping", "Head", "Train"}
+_TAGS = set(INPUT_TYPES) | set(OUTPUT_TYPES) | set(MERGES)
 
 
 def _aliases(model: type[BaseModel]) -> set[str]:
@@ -259,9 +258,10 @@ def _model(annotation: Any, value: Any) -> type[BaseModel] | None:
     if typing.get_origin(annotation) is Annotated:
         return _model(arguments[0], value)
     models = [a for a in arguments if isinstance(a, type) and issubclass(a, BaseModel)]
-    tagged = {m.model_fields["type"].default: m for m in models if "type" in m.model_fields}
-    if isinstance(value, dict) and value.get("type") in tagged:
-        return tagged[value.get("type")]
+    for key in ("type", "strategy"):
+        tagged = {m.model_fields[key].default: m for m in models if key in m.model_fields}
+        if isinstance(value, dict) and value.get(key, DEFAULT_STRATEGY if key == "strategy" else None) in tagged:
+            return tagged[value.get(key, DEFAULT_STRATEGY)]
     if len(models) == 1:
         return models[0]
     return None
@@ -335,7 +335,7 @@ def _merge_references(spec: Spec) -> list[str]:
     return problems
 
 
-def _reduce_hint(spec: Spec, node: MergeNode, sources: list[str]) -> str:
+def _reduce_hint(spec: Spec, node: Merge, sources: list[str]) -> str:
     """Averaging one vector is averaging its elements: that is the input's ``reduce``."""
     vectors = {s.name: i for i, s in enumerate(spec.inputs) if s.type == "vector"}
     if node.strategy not in ("average", "maximum") or len(sources) != 1 or sources[0] not in vectors:
@@ -393,7 +393,7 @@ def _leaks(spec: Spec) -> list[str]:
 
 def _unreached(spec: Spec) -> list[str]:
     """Inputs and merge nodes that no output depends on."""
-    if len(spec.inputs) == 1 and spec.merge_nodes == [MergeNode()]:
+    if len(spec.inputs) == 1 and spec.merge_nodes == [Concat()]:
         return []
     feeds = {node.name: spec.node_sources(node) for node in spec.merge_nodes}
     reached: set[str] = set()

@@ -7,64 +7,16 @@ last checkpoint ends with the same weights as one that was not.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-Arrays = dict[str, np.ndarray]
-
-
-class Part:
-    """Rows of encoded inputs, targets and sample weights held together in memory."""
-
-    def __init__(self, x: Arrays, y: Arrays, weights: Arrays | None) -> None:
-        self.x, self.y, self.weights = x, y, weights
-        self.rows = len(next(iter(x.values())))
-
-    def load(self) -> tuple[Arrays, Arrays, Arrays | None]:
-        return self.x, self.y, self.weights
-
-
-class StoredPart(Part):
-    """A part on disk, written by ``write_part``: one ``.npy`` file per array, read whole
-    when a batch needs it (``Batches`` holds at most two parts in memory at a time)."""
-
-    def __init__(self, folder: Path, rows: int, weighted: bool) -> None:
-        self.folder, self.rows, self.weighted = folder, rows, weighted
-
-    def arrays(self, kind: str) -> Arrays:
-        """The arrays of one kind (``x``, ``y``, ``w`` or ``present``), by name."""
-        return {path.stem.split(".", 1)[1]: np.load(path)
-                for path in sorted(self.folder.glob(f"{kind}.*.npy"))}
-
-    def load(self) -> tuple[Arrays, Arrays, Arrays | None]:
-        return self.arrays("x"), self.arrays("y"), self.arrays("w") if self.weighted else None
-
-    def targets(self) -> tuple[Arrays, Arrays]:
-        """Per output, the encoded targets and which rows have one (for scoring): the inputs,
-        the bulk of a part, are not read."""
-        return self.arrays("y"), self.arrays("present")
-
-
-def write_part(folder: Path, x: Arrays, y: Arrays, weights: Arrays, present: Arrays) -> None:
-    """Each array to its own ``.npy`` file, flushed to disk and dropped from the page cache, so
-    encoding a file larger than memory does not pile up dirty pages."""
-    folder.mkdir(parents=True)
-    for kind, arrays in (("x", x), ("y", y), ("w", weights), ("present", present)):
-        for name, values in arrays.items():
-            with open(folder / f"{kind}.{name}.npy", "wb") as file:
-                np.save(file, np.ascontiguousarray(values))
-                file.flush()
-                os.fsync(file.fileno())
-                if hasattr(os, "posix_fadvise"):
-                    os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+from plait.parts import Arrays, Part, write_json
 
 
 class Batches(keras.utils.PyDataset):
@@ -143,24 +95,6 @@ class EpochOrder(keras.callbacks.Callback):
         self.batches.set_epoch(epoch)
 
 
-def set_random_seed(seed: int) -> None:
-    """``keras.utils.set_random_seed``, without importing TensorFlow (seconds, and hundreds of
-    megabytes) just to seed it when it is installed but not the backend: plait feeds Keras
-    no ``tf.data`` pipelines, so that seed would never be used."""
-    from keras.src.utils import rng_utils
-
-    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
-        keras.utils.set_random_seed(seed)
-        return
-    tensorflow = rng_utils.tf
-    known = tensorflow._available
-    tensorflow._available = False
-    try:
-        keras.utils.set_random_seed(seed)
-    finally:
-        tensorflow._available = known
-
-
 def seed_states(model: Any) -> list[Any]:
     """The random-number states of the model's layers (dropout draws), which Keras's saved
     weights leave out."""
@@ -218,16 +152,6 @@ def save_weights(model: Any, path: Path) -> None:
     partial = path.with_name(f".partial-{os.getpid()}-{path.name}")
     model.save_weights(partial, overwrite=True)
     partial.replace(path)
-
-
-def write_json(path: Path, value: Any) -> None:
-    partial = path.with_name(f".partial-{os.getpid()}-{path.name}")
-    partial.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-    partial.replace(path)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def clear(folder: Path) -> None:

@@ -1,4 +1,14 @@
-"""What every input type shares: its config keys, the dense layers closing its branch."""
+"""What every input type shares: its config keys, its fitted state, how a request's values
+become the column a file would hold, and the dense layers closing its branch.
+
+An input type is one class. It owns its config keys (pydantic fields), its fitted state
+(a ``State`` model), ``fit`` and one ``encode`` of a table column, used alike for training,
+streaming, prediction, explanation and serving (a request's values are first turned into
+the column a file would give, by ``request_column``), the value that stands for "no
+information" (``neutral``), its entry in the server's schema, its Keras branch, what its
+array holds (``describe_array``, for ``plait code``) and how ``plait init`` recognises it
+(``recognise``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
+from pydantic import ValidationError
 
-from plait.schema import Activation, MissingPolicy, Name, Rate, Strict, Units
+from plait.data import Table, json_numbers
+from plait.evidence import Column
+from plait.schema import Activation, FittedState, MissingPolicy, Name, Rate, StateClass, Strict, Units
 
 
 @dataclass
@@ -20,11 +34,21 @@ class Encoded:
     notes: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class Recognised:
+    """What ``plait init`` makes of a column: the config entry (without its name), and the
+    evidence for it, written as the entry's comment."""
+
+    entry: dict
+    evidence: str
+
+
 class InputType(Strict):
     """Base of every input type.
 
-    Subclasses set ``type`` (a Literal), implement ``fit``, ``encode``, ``input_shape`` and
-    ``encoding_layers``; the base adds the branch's own dense ``layers`` after the encoder.
+    Subclasses set ``type`` (a Literal) and ``State``, and implement ``fit``, ``encode``,
+    ``input_shape``, ``placeholder_state``, ``encoding_layers``, ``neutral`` and
+    ``describe_array``; the base adds the branch's own dense ``layers`` after the encoder.
 
     ``optional: true`` gives the model a second input, ``<name>_mask`` (1 where the value is
     present, 0 where it is missing), and multiplies the branch by it, so an absent value
@@ -40,6 +64,13 @@ class InputType(Strict):
     dropout: Rate = 0.0
 
     input_dtype: ClassVar[str] = "float32"
+    State: ClassVar[StateClass] = FittedState
+    accepts: ClassVar[str] = "a number or null"
+    """The values a request may send for this input, in words."""
+    widget: ClassVar[str] = "number"
+    """How the serving page asks for a value: number, select, text, textarea, file or json."""
+    recognise_order: ClassVar[int] = 100
+    """``plait init`` asks the types in this order; the first to recognise a column wins."""
 
     @property
     def source(self) -> str:
@@ -56,23 +87,73 @@ class InputType(Strict):
     def describe_use(self) -> str:
         return f"input {self.name!r}"
 
-    def fit(self, table: Any) -> dict:
+    # -- fitting and encoding ---------------------------------------------------------------
+
+    def fit(self, table: Table) -> FittedState:
         raise NotImplementedError
 
-    def encode(self, table: Any, state: dict) -> Encoded:
+    def encode(self, table: Table, state: Any) -> Encoded:
         raise NotImplementedError
 
-    def input_shape(self, state: dict) -> tuple[int, ...]:
-        raise NotImplementedError
+    def load_state(self, raw: Any) -> FittedState:
+        """The fitted state from its JSON form; a ValidationError names the bad field."""
+        return self.State.model_validate(raw)
 
-    def placeholder_state(self) -> dict:
+    def placeholder_state(self) -> FittedState:
         """A state with the shapes the config declares, for describing a model before fitting."""
         raise NotImplementedError
 
-    def encoding_layers(self, x: Any, state: dict) -> Any:
+    # -- requests ---------------------------------------------------------------------------
+
+    def request_columns(self, records: list[dict]) -> dict[str, pa.Array]:
+        """The columns a file would hold for these JSON records (a missing key is null)."""
+        return {name: self.request_column([record.get(name) for record in records], name)
+                for name in self.source_columns()}
+
+    def request_column(self, values: list[Any], field: str) -> pa.Array:
+        """One field's JSON values as an Arrow column, by the rules files are read with."""
+        return json_numbers(values, field)
+
+    def field_schema(self) -> dict[str, Any]:
+        """The JSON Schema of one record field, for the OpenAPI description."""
+        return {"anyOf": [{"type": "number"}, {"type": "boolean"}, {"type": "string"}, {"type": "null"}]}
+
+    def schema(self, state: Any) -> dict[str, Any]:
+        """This input as a client sees it in ``/v1/schema``: its fields, what they accept, and
+        how the page asks for a value (``widget``)."""
+        return {"name": self.name, "type": self.type, "fields": self.source_columns(),
+                "missing": self.missing, "required": self.missing == "error", "optional": self.optional,
+                "accepts": self.accepts, "widget": self.widget, **self.schema_details(state)}
+
+    def schema_details(self, state: Any) -> dict[str, Any]:
+        return {}
+
+    # -- explanation and description --------------------------------------------------------
+
+    def neutral(self, state: Any) -> np.ndarray:
+        """The encoded value of one row that carries no information, for switching the input
+        off in ``explain``."""
         raise NotImplementedError
 
-    def branch(self, x: Any, state: dict) -> Any:
+    def describe_array(self, state: Any, fitted: bool) -> str:
+        """What the encoded array holds, in words, for the comments of ``plait code``."""
+        raise NotImplementedError
+
+    @classmethod
+    def recognise(cls, column: Column) -> Recognised | None:
+        """Whether ``plait init`` should make this sampled column (of at least two distinct
+        values) an input of this type; None leaves it to the next type."""
+        return None
+
+    # -- the branch -------------------------------------------------------------------------
+
+    def input_shape(self, state: Any) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def encoding_layers(self, x: Any, state: Any) -> Any:
+        raise NotImplementedError
+
+    def branch(self, x: Any, state: Any) -> Any:
         from keras import layers
 
         x = self.encoding_layers(x, state)
@@ -81,3 +162,14 @@ class InputType(Strict):
             if self.dropout:
                 x = layers.Dropout(self.dropout, name=f"{self.name}_dropout_{index}")(x)
         return x
+
+
+def state_problem(error: ValidationError) -> str:
+    """The first problem pydantic found in a state, as ``field: message``."""
+    item = error.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in item["loc"]) or "state"
+    return f"{where}: {item['msg']}"
+
+
+LABEL_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
+"""A field read by the rule for labels."""

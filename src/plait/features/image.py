@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from plait.data import Table
 from plait.errors import DataError
-from plait.features.base import Encoded, InputType
-from plait.schema import Strict, Units
+from plait.evidence import Column, is_string
+from plait.features.base import Encoded, InputType, Recognised
+from plait.schema import FittedState, StateClass, Strict, Units
+
+IMAGE_PATH = r"\.(png|jpe?g|gif|bmp|webp|tiff?)$"
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 
 
 class ConvEncoder(Strict):
@@ -62,7 +69,9 @@ class ImageInput(InputType):
     encoded image bytes, or lists of height × width × channels pixel values in 0–255.
     Images over ``max_pixels`` are refused before decoding (decompression bombs).
 
-    >>> ImageInput(name="photo", size=[64, 64]).input_shape({})
+    In a request, an image is base64 text (or a ``data:`` URL): a path is never opened.
+
+    >>> ImageInput(name="photo", size=[64, 64]).input_shape(None)
     (64, 64, 3)
     """
 
@@ -72,9 +81,14 @@ class ImageInput(InputType):
     max_pixels: int = Field(default=40_000_000, gt=0)
     encoder: ConvEncoder = Field(default_factory=ConvEncoder)
 
-    def fit(self, table: Any) -> dict:
+    State: ClassVar[StateClass] = FittedState
+    accepts: ClassVar[str] = "base64 image data (PNG, JPEG, ...) or a data: URL, or null"
+    widget: ClassVar[str] = "file"
+    recognise_order: ClassVar[int] = 30
+
+    def fit(self, table: Table) -> FittedState:
         self.column_kind(table)
-        return {}
+        return FittedState()
 
     def column_kind(self, table: Any) -> str:
         column = table.column(self.source, self.describe_use())
@@ -85,10 +99,9 @@ class ImageInput(InputType):
             return "bytes"
         if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
             return "pixels"
-        raise DataError(f"{table.source}, column {self.source!r}: found values of type {kind}; "
-                        "expected image file paths, image bytes, or lists of pixel values")
+        raise table.wrong_type(self.source, column, "image file paths, image bytes, or lists of pixel values")
 
-    def encode(self, table: Any, state: dict) -> Encoded:
+    def encode(self, table: Table, state: FittedState) -> Encoded:
         kind = self.column_kind(table)
         column = table.column(self.source, self.describe_use())
         missing = pc.is_null(column).to_numpy(zero_copy_only=False)
@@ -123,12 +136,11 @@ class ImageInput(InputType):
     def decode(self, item: Any, kind: str, table: Any, row: int) -> np.ndarray:
         from PIL import Image
 
-        where = f"{table.at(row)}, column {self.source!r}"
         if kind == "path":
             path = Path(item)
             path = path if path.is_absolute() else table.base_dir / path
             if not path.is_file():
-                raise DataError(f"{where}: image file {str(path)!r} not found")
+                raise table.error(row, self.source, f"image file {str(path)!r} not found")
             source: Any = path
         else:
             source = io.BytesIO(item)
@@ -139,8 +151,9 @@ class ImageInput(InputType):
                 with Image.open(source) as image:
                     pixels = image.size[0] * image.size[1]
                     if pixels > self.max_pixels:
-                        raise DataError(f"{where}: found an image of {image.size[0]}×{image.size[1]} "
-                                        f"pixels; expected at most {self.max_pixels} (max_pixels)")
+                        raise table.error(row, self.source, f"found an image of {image.size[0]}×"
+                                          f"{image.size[1]} pixels; expected at most {self.max_pixels} "
+                                          "(max_pixels)")
                     image.draft(mode, (self.size[1], self.size[0]))
                     image = image.convert(mode).resize((self.size[1], self.size[0]))
                     array = np.asarray(image, np.float32) / 255.0
@@ -148,17 +161,97 @@ class ImageInput(InputType):
             raise
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
                 Image.DecompressionBombWarning) as error:
-            raise DataError(f"{where}: cannot decode the image: {error}; "
-                            "expected a PNG, JPEG or other image Pillow reads") from None
-        return array.reshape(self.input_shape({}))
+            raise table.error(row, self.source, f"cannot decode the image: {error}; expected a PNG, JPEG "
+                              "or other image Pillow reads") from None
+        return array.reshape(self.input_shape(None))
 
-    def input_shape(self, state: dict) -> tuple[int, ...]:
+    def request_column(self, values: list[Any], field: str) -> pa.Array:
+        """Base64 text or ``data:`` URLs, decoded to image bytes."""
+        decoded = []
+        for row, value in enumerate(values):
+            try:
+                decoded.append(None if value is None else image_bytes(value))
+            except (ValueError, TypeError, binascii.Error):
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                problem = f"found {shown}; expected {self.accepts}"
+                raise DataError(f"record {row}, field {field!r}: {problem}", row=row, column=field,
+                                problem=problem) from None
+        return pa.array(decoded, pa.binary())
+
+    def field_schema(self) -> dict[str, Any]:
+        return {"anyOf": [{"type": "string", "contentEncoding": "base64"}, {"type": "null"}]}
+
+    def schema_details(self, state: FittedState) -> dict[str, Any]:
+        return {"size": list(self.size), "channels": self.channels, "max_pixels": self.max_pixels}
+
+    def input_shape(self, state: Any) -> tuple[int, ...]:
         return (self.size[0], self.size[1], self.channels)
 
-    def placeholder_state(self) -> dict:
-        return {}
+    def placeholder_state(self) -> FittedState:
+        return FittedState()
 
-    def encoding_layers(self, x: Any, state: dict) -> Any:
+    def encoding_layers(self, x: Any, state: FittedState) -> Any:
         return self.encoder.apply(x, self.name)
+
+    def neutral(self, state: FittedState) -> np.ndarray:
+        """A blank image."""
+        return np.zeros(self.input_shape(state))
+
+    def describe_array(self, state: FittedState, fitted: bool) -> str:
+        return "pixels scaled to [0, 1]"
+
+    @classmethod
+    def recognise(cls, column: Column) -> Recognised | None:
+        """Paths ending in an image extension (90% of them), or bytes of PNG, JPEG, GIF, BMP,
+        WebP or TIFF images."""
+        kind = column.values.type
+        if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+            heads = [value[:4] for value in column.values[:100].to_pylist()]
+            if sum(head.startswith(IMAGE_MAGIC) for head in heads) < 0.9 * len(heads):
+                return None
+            keys, seen = image_keys(io.BytesIO(column.values[0].as_py()), Path("."))
+            return Recognised({"type": "image", **keys}, f"{column.count:,} encoded images; {seen}{column.gaps}")
+        if not is_string(kind):
+            return None
+        strings = column.values.cast(pa.string())
+        if pc.mean(pc.match_substring_regex(pc.utf8_lower(strings), IMAGE_PATH).cast(pa.float64())).as_py() < 0.9:
+            return None
+        keys, seen = image_keys(strings[0].as_py(), column.base_dir)
+        return Recognised({"type": "image", **keys}, f"{column.count:,} image file paths; {seen}{column.gaps}")
+
+
+def image_bytes(value: Any) -> bytes:
+    """Base64 text, or a ``data:image/...;base64,`` URL, decoded to bytes."""
+    if not isinstance(value, str):
+        raise ValueError
+    if value.startswith("data:"):
+        header, _, value = value.partition(",")
+        if not header.endswith(";base64"):
+            raise ValueError
+    data = base64.b64decode(value, validate=True)
+    if not data:
+        raise ValueError
+    return data
+
+
+def image_keys(source: Any, base_dir: Path) -> tuple[dict, str]:
+    """``size`` and ``channels`` from the first image: its own size up to 64×64, grey or colour."""
+    from PIL import Image
+
+    if isinstance(source, str):
+        path = Path(source) if Path(source).is_absolute() else base_dir / source
+        if not path.is_file():
+            return {}, f"the first, {source!r}, is not found; check the paths"
+        source = path
+    try:
+        with Image.open(source) as image:
+            width, height, mode = *image.size, image.mode
+    except (OSError, SyntaxError, ValueError):
+        return {}, "the first cannot be decoded"
+    channels = 1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3
+    size = [height, width] if height <= 64 and width <= 64 else [64, 64]
+    shade = "grey" if channels == 1 else "colour"
+    resized = "" if size == [height, width] else ", resized to 64×64"
+    return {"size": size, "channels": channels}, f"the first is {width}×{height} {shade}{resized}"
 
 

@@ -37,3 +37,16 @@ def positions(owner: np.ndarray, size: int) -> np.ndarray:
     """Position of each item inside its owner (owners are sorted, as Arrow lays lists out)."""
     starts = np.concatenate([[0], np.cumsum(counts(owner, size))[:-1]])
     return np.arange(owner.size) - starts[owner]
+
+
+def is_numeric_leaf(kind: pa.DataType) -> bool:
+    while pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        kind = kind.value_type
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+
+
+def numeric_lists(values: pa.ChunkedArray, depth: int) -> np.ndarray | None:
+    """For a column of lists of numbers nested ``depth`` deep, each row's length; else None."""
+    if list_depth(values.type) != depth or not is_numeric_leaf(values.type) or not len(values):
+        return None
+    return pc.list_value_length(values.combine_chunks()).to_numpy(zero_copy_only=False)

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pyarrow as pa
 
-from plait.features.base import Encoded, InputType
+from plait.data import Table
+from plait.evidence import Column, is_numeric, number_text
+from plait.features.base import Encoded, InputType, Recognised
+from plait.schema import FittedState, StateClass
+
+
+class NumberState(FittedState):
+    """The fill value and the scaling (``(value - shift) / divide``), in the column's units;
+    the training mean, standard deviation and range, for the schema."""
+
+    fill: float
+    shift: float
+    divide: float
+    mean: float = 0.0
+    std: float = 1.0
+    min: float = 0.0
+    max: float = 0.0
 
 
 class NumberInput(InputType):
@@ -16,7 +33,7 @@ class NumberInput(InputType):
     Missing, NaN and infinite values follow ``missing``; with ``fill`` they take ``fill``
     (``mean``, ``median``, ``zero`` or a number), in the column's own units.
 
-    >>> NumberInput(name="age", scale="minmax").input_shape({})
+    >>> NumberInput(name="age", scale="minmax").input_shape(None)
     (1,)
     """
 
@@ -24,7 +41,10 @@ class NumberInput(InputType):
     scale: Literal["standard", "minmax", "none"] = "standard"
     fill: Literal["mean", "median", "zero"] | float = "mean"
 
-    def fit(self, table: Any) -> dict:
+    State: ClassVar[StateClass] = NumberState
+    recognise_order: ClassVar[int] = 80
+
+    def fit(self, table: Table) -> NumberState:
         values = table.numbers(self.source, self.describe_use())
         finite = values[np.isfinite(values)]
         if finite.size == 0:
@@ -39,21 +59,48 @@ class NumberInput(InputType):
             shift, divide = low, (high - low) if high > low else 1.0
         else:
             shift, divide = 0.0, 1.0
-        return {"fill": fill, "shift": shift, "divide": divide, "mean": mean, "std": std,
-                "min": low, "max": high}
+        return NumberState(fill=fill, shift=shift, divide=divide, mean=mean, std=std, min=low, max=high)
 
-    def encode(self, table: Any, state: dict) -> Encoded:
+    def encode(self, table: Table, state: NumberState) -> Encoded:
         values = table.numbers(self.source, self.describe_use())
         missing = ~np.isfinite(values)
-        values = np.where(missing, state["fill"], values)
-        scaled = ((values - state["shift"]) / state["divide"]).astype(np.float32)
+        values = np.where(missing, state.fill, values)
+        scaled = ((values - state.shift) / state.divide).astype(np.float32)
         return Encoded(scaled.reshape(-1, 1), missing)
 
-    def input_shape(self, state: dict) -> tuple[int, ...]:
+    def input_shape(self, state: Any) -> tuple[int, ...]:
         return (1,)
 
-    def placeholder_state(self) -> dict:
-        return {"fill": 0.0, "shift": 0.0, "divide": 1.0}
+    def placeholder_state(self) -> NumberState:
+        return NumberState(fill=0.0, shift=0.0, divide=1.0)
 
-    def encoding_layers(self, x: Any, state: dict) -> Any:
+    def encoding_layers(self, x: Any, state: NumberState) -> Any:
         return x
+
+    def schema_details(self, state: NumberState) -> dict[str, Any]:
+        return {"mean": state.mean, "min": state.min, "max": state.max}
+
+    def neutral(self, state: NumberState) -> np.ndarray:
+        """The fill value (the training mean by default), scaled.
+
+        >>> NumberInput(name="age", scale="minmax").neutral(NumberState(fill=30.0, shift=20.0, divide=40.0))
+        array([0.25])
+        """
+        return np.array([(state.fill - state.shift) / state.divide])
+
+    def describe_array(self, state: NumberState, fitted: bool) -> str:
+        if fitted and self.scale != "none":
+            return (f"one number, (value - {state.shift:.6g}) / {state.divide:.6g}; a missing "
+                    f"value counts as {state.fill:.6g}")
+        scaled = {"standard": "standardised", "minmax": "scaled to [0, 1]", "none": "as given"}[self.scale]
+        return f"one number, {scaled} (missing values filled)"
+
+    @classmethod
+    def recognise(cls, column: Column) -> Recognised | None:
+        """Numbers; integers with an id-like name are codes, recognised as categories first."""
+        if not is_numeric(column.values.type):
+            return None
+        values = column.values.to_numpy()
+        kind = "integers" if pa.types.is_integer(column.values.type) else "numbers"
+        return Recognised({"type": "number"}, f"{kind} {number_text(values.min())} to "
+                          f"{number_text(values.max())}, {column.of}{column.gaps}")

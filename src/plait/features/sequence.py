@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
+from plait.data import Table, json_lists
 from plait.errors import DataError
-from plait.features.base import Encoded, InputType
+from plait.evidence import Column
+from plait.features.base import Encoded, InputType, Recognised
 from plait.features.encoders import SequenceEncoder
-from plait.features.lists import counts, flatten, list_depth, positions
+from plait.features.lists import counts, flatten, list_depth, numeric_lists, positions
+from plait.schema import FittedState, StateClass
+
+
+class SequenceState(FittedState):
+    """Steps per row, numbers per step, and each feature's scaling."""
+
+    steps: int = Field(gt=0)
+    features: int = Field(gt=0)
+    shift: list[float]
+    divide: list[float]
 
 
 class SequenceInput(InputType):
@@ -22,8 +35,8 @@ class SequenceInput(InputType):
     (``steps`` is the longest training row when not given). Each feature is standardised
     with training statistics when ``scale`` is ``standard``.
 
-    >>> SequenceInput(name="motion", steps=100, features=6).input_shape({"steps": 100, "features": 6})
-    (100, 6)
+    >>> SequenceInput(name="motion", steps=100, features=6).placeholder_state().steps
+    100
     """
 
     type: Literal["sequence"] = "sequence"
@@ -31,6 +44,12 @@ class SequenceInput(InputType):
     features: int | None = Field(default=None, gt=0)
     scale: Literal["standard", "none"] = "standard"
     encoder: SequenceEncoder = Field(default_factory=lambda: SequenceEncoder(kind="lstm"))
+
+    State: ClassVar[StateClass] = SequenceState
+    accepts: ClassVar[str] = ("a list of steps, each a list of numbers (or a number when there is one "
+                              "feature), or null")
+    widget: ClassVar[str] = "json"
+    recognise_order: ClassVar[int] = 41
 
     def steps_of(self, table: Any, features: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Values (items × features), the row of each step, the step's position, features."""
@@ -59,7 +78,7 @@ class SequenceInput(InputType):
                                   f"{features} numbers in every step")
         return values.reshape(-1, features), row_of_step, positions(row_of_step, rows), features
 
-    def fit(self, table: Any) -> dict:
+    def fit(self, table: Table) -> SequenceState:
         values, row_of_step, _, features = self.steps_of(table, self.features)
         steps = self.steps or int(counts(row_of_step, table.num_rows).max(initial=1))
         finite = np.where(np.isfinite(values), values, np.nan)
@@ -67,15 +86,15 @@ class SequenceInput(InputType):
         std = np.nan_to_num(np.nanstd(finite, axis=0)) if len(values) else np.ones(features)
         if self.scale == "none":
             mean, std = np.zeros(features), np.ones(features)
-        return {"steps": steps, "features": features, "shift": mean.tolist(),
-                "divide": np.where(std > 0, std, 1.0).tolist()}
+        return SequenceState(steps=steps, features=features, shift=mean.tolist(),
+                             divide=np.where(std > 0, std, 1.0).tolist())
 
-    def encode(self, table: Any, state: dict) -> Encoded:
-        values, row_of_step, position, features = self.steps_of(table, state["features"])
-        rows, steps = table.num_rows, state["steps"]
+    def encode(self, table: Table, state: SequenceState) -> Encoded:
+        values, row_of_step, position, features = self.steps_of(table, state.features)
+        rows, steps = table.num_rows, state.steps
         finite = np.isfinite(values)
         clean = bool(finite.all())
-        scaled = (values - np.asarray(state["shift"])) / np.asarray(state["divide"])
+        scaled = (values - np.asarray(state.shift)) / np.asarray(state.divide)
         if not clean:
             scaled[~finite] = 0.0
         if len(scaled) == rows * steps and (position < steps).all():
@@ -91,14 +110,50 @@ class SequenceInput(InputType):
             missing[row_of_step[~finite.all(axis=1)]] = True
         return Encoded(out, missing)
 
-    def input_shape(self, state: dict) -> tuple[int, ...]:
-        return (state["steps"], state["features"])
+    def request_column(self, values: list[Any], field: str) -> pa.Array:
+        return json_lists(values, field)
 
-    def placeholder_state(self) -> dict:
+    def field_schema(self) -> dict[str, Any]:
+        return {"anyOf": [{"type": "array", "items": {}}, {"type": "null"}]}
+
+    def schema_details(self, state: SequenceState) -> dict[str, Any]:
+        return {"steps": state.steps, "features": state.features}
+
+    def input_shape(self, state: SequenceState) -> tuple[int, ...]:
+        return (state.steps, state.features)
+
+    def placeholder_state(self) -> SequenceState:
         if self.steps is None or self.features is None:
             raise DataError(f"input {self.name!r}: give 'steps' and 'features' to describe it without data")
-        return {"steps": self.steps, "features": self.features,
-                "shift": [0.0] * self.features, "divide": [1.0] * self.features}
+        return SequenceState(steps=self.steps, features=self.features,
+                             shift=[0.0] * self.features, divide=[1.0] * self.features)
 
-    def encoding_layers(self, x: Any, state: dict) -> Any:
+    def encoding_layers(self, x: Any, state: SequenceState) -> Any:
         return self.encoder.apply(x, self.name)
+
+    def neutral(self, state: SequenceState) -> np.ndarray:
+        """Every step at the training mean: zero once standardised."""
+        return np.zeros(self.input_shape(state))
+
+    def describe_array(self, state: SequenceState, fitted: bool) -> str:
+        scaled = "standardised" if self.scale == "standard" else "as given"
+        return f"{state.steps} steps of {state.features} numbers each, {scaled}, zero-padded at the end"
+
+    @classmethod
+    def recognise(cls, column: Column) -> Recognised | None:
+        """Lists of numbers of varying length, or lists of steps with as many numbers each."""
+        flat = numeric_lists(column.values, depth=1)
+        if flat is not None:
+            shortest, longest = int(flat.min()), int(flat.max())
+            return Recognised({"type": "sequence", "features": 1}, f"lists of {shortest} to {longest} "
+                              f"numbers: a sequence of steps{column.gaps}")
+        lengths = numeric_lists(column.values, depth=2)
+        if lengths is None:
+            return None
+        inner = pc.list_value_length(pc.list_flatten(column.values.combine_chunks())).to_numpy(
+            zero_copy_only=False)
+        if not inner.size or inner.min() != inner.max():
+            return None
+        return Recognised({"type": "sequence", "features": int(inner[0])},
+                          f"lists of {lengths.min()} to {lengths.max()} steps of {inner[0]} "
+                          f"numbers{column.gaps}")

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field
 
-from plait.features.base import Encoded, InputType
+from plait.data import Table, json_labels
+from plait.evidence import Column, is_string
+from plait.features.base import LABEL_SCHEMA, Encoded, InputType, Recognised
 from plait.features.encoders import SequenceEncoder
 from plait.features.lists import positions
 from plait.features.vocabulary import fit_vocabulary, lookup
+from plait.schema import FittedState, StateClass
 
 PAD, UNKNOWN = 0, 1
+TEXT_WORDS, TEXT_DISTINCT = 2.0, 0.2
+"""``plait init`` reads strings as text from this mean number of words and share of distinct values."""
 
 
 def word_bytes(data: np.ndarray, lowercase: bool) -> np.ndarray:
@@ -78,13 +83,21 @@ def word_bounds(word: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.n
     return starts, ends
 
 
+class TextState(FittedState):
+    """The word vocabulary, most frequent first (word ``i`` encodes as ``i + 2``), and the
+    number of tokens per row."""
+
+    vocabulary: list[str]
+    length: int = Field(gt=0)
+
+
 class TextInput(InputType):
     """Free text: a word vocabulary fitted on the training rows, then an encoder.
 
     ``length`` tokens per row (longer texts are cut, shorter padded; inferred as the 95th
     percentile of training lengths when not given). ``vocabulary_size`` caps the
     embedding rows, two of which are padding and unknown words. An empty text reads as
-    one unknown word.
+    one unknown word. Values are read by the rule for labels (a number is its text).
 
     >>> TextInput(name="review", length=50, encoder={"kind": "lstm", "units": 16}).encoder.kind
     'lstm'
@@ -98,9 +111,13 @@ class TextInput(InputType):
     lowercase: bool = True
     encoder: SequenceEncoder = Field(default_factory=SequenceEncoder)
 
-    input_dtype = "int32"
+    input_dtype: ClassVar[str] = "int32"
+    State: ClassVar[StateClass] = TextState
+    accepts: ClassVar[str] = "text (a number is read as its text), or null"
+    widget: ClassVar[str] = "textarea"
+    recognise_order: ClassVar[int] = 60
 
-    def fit(self, table: Any) -> dict:
+    def fit(self, table: Table) -> TextState:
         text = table.strings(self.source, self.describe_use())
         tokens = words(text, self.lowercase)
         flat = pc.list_flatten(tokens)
@@ -110,15 +127,15 @@ class TextInput(InputType):
         if length is None:
             lengths = pc.fill_null(pc.list_value_length(tokens), 0).to_numpy()
             length = int(min(512, max(1, np.percentile(lengths, 95)))) if lengths.size else 1
-        return {"vocabulary": vocabulary, "length": length}
+        return TextState(vocabulary=vocabulary, length=length)
 
-    def encode(self, table: Any, state: dict) -> Encoded:
+    def encode(self, table: Table, state: TextState) -> Encoded:
         text = table.strings(self.source, self.describe_use())
         tokens = words(text, self.lowercase)
-        rows, length = len(tokens), state["length"]
+        rows, length = len(tokens), state.length
         owner = pc.list_parent_indices(tokens).to_numpy()
         flat = pc.list_flatten(tokens)
-        ids = lookup(flat, state["vocabulary"], offset=2)
+        ids = lookup(flat, state.vocabulary, offset=2)
         unseen = ids == 0
         ids[unseen] = UNKNOWN
         unseen &= pc.binary_length(flat).to_numpy() > 0
@@ -130,17 +147,49 @@ class TextInput(InputType):
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
         return Encoded(out, missing, int(np.count_nonzero(unseen)))
 
-    def input_shape(self, state: dict) -> tuple[int, ...]:
-        return (state["length"],)
+    def request_column(self, values: list[Any], field: str) -> pa.Array:
+        return json_labels(values, field)
 
-    def placeholder_state(self) -> dict:
-        return {"vocabulary": [f"word_{i}" for i in range(self.vocabulary_size - 2)],
-                "length": self.length or 100}
+    def field_schema(self) -> dict[str, Any]:
+        return LABEL_SCHEMA
 
-    def encoding_layers(self, x: Any, state: dict) -> Any:
+    def schema_details(self, state: TextState) -> dict[str, Any]:
+        return {"length": state.length, "vocabulary_size": len(state.vocabulary) + 2,
+                "lowercase": self.lowercase}
+
+    def input_shape(self, state: TextState) -> tuple[int, ...]:
+        return (state.length,)
+
+    def placeholder_state(self) -> TextState:
+        return TextState(vocabulary=[f"word_{i}" for i in range(self.vocabulary_size - 2)],
+                         length=self.length or 100)
+
+    def encoding_layers(self, x: Any, state: TextState) -> Any:
         from keras import layers
 
-        slots = len(state["vocabulary"]) + 2
+        slots = len(state.vocabulary) + 2
         x = layers.Embedding(slots, self.embedding_dim, mask_zero=self.encoder.uses_mask,
                              name=f"{self.name}_embedding")(x)
         return self.encoder.apply(x, self.name)
+
+    def neutral(self, state: TextState) -> np.ndarray:
+        """An empty text: one unknown word followed by padding."""
+        tokens = np.zeros(self.input_shape(state))
+        tokens[0] = UNKNOWN
+        return tokens
+
+    def describe_array(self, state: TextState, fitted: bool) -> str:
+        return "word ids (0: padding, 1: unknown word, then the fitted vocabulary)"
+
+    @classmethod
+    def recognise(cls, column: Column) -> Recognised | None:
+        """Strings of 2 or more words on average, 20% or more of them distinct."""
+        if not is_string(column.values.type):
+            return None
+        strings = column.values.cast(pa.string())
+        counts = pc.list_value_length(pc.utf8_split_whitespace(strings)).to_numpy(zero_copy_only=False)
+        mean_words = float(counts.mean())
+        if mean_words < TEXT_WORDS or column.distinct < TEXT_DISTINCT * column.count:
+            return None
+        return Recognised({"type": "text"}, f"{column.of}; text, mean {mean_words:.0f} words, "
+                          f"95% up to {np.percentile(counts, 95):.0f}{column.gaps}")

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from plait.data import Table, json_lists, json_numbers
 from plait.errors import DataError
-from plait.features.base import Encoded, InputType
-from plait.features.lists import counts, flatten, list_depth
+from plait.evidence import Column
+from plait.features.base import Encoded, InputType, Recognised
+from plait.features.lists import counts, flatten, list_depth, numeric_lists
+from plait.schema import FittedState, StateClass
+
+
+class VectorState(FittedState):
+    """The number of elements, and per element its fill value and scaling."""
+
+    size: int = Field(gt=0)
+    fill: list[float]
+    shift: list[float]
+    divide: list[float]
 
 
 class VectorInput(InputType):
@@ -25,7 +38,7 @@ class VectorInput(InputType):
     collapses the vector to one number, the mean (or maximum) of its elements, before the
     branch's ``layers`` (several readings of one quantity, averaged).
 
-    >>> VectorInput(name="readings", shape=[10, 5]).input_shape({"size": 50})
+    >>> VectorInput(name="readings", shape=[10, 5]).input_shape(None)
     (10, 5)
     >>> VectorInput(name="sensors", size=3, reduce="mean").reduce
     'mean'
@@ -37,6 +50,9 @@ class VectorInput(InputType):
     shape: list[int] | None = Field(default=None, min_length=1)
     scale: Literal["standard", "minmax", "none"] = "standard"
     reduce: Literal["none", "mean", "max"] = "none"
+
+    State: ClassVar[StateClass] = VectorState
+    recognise_order: ClassVar[int] = 40
 
     @model_validator(mode="after")
     def _consistent(self) -> VectorInput:
@@ -80,7 +96,17 @@ class VectorInput(InputType):
             dense[~null_rows] = values.reshape(-1, size)
         return dense, null_rows
 
-    def fit(self, table: Any) -> dict:
+    @property
+    def accepts(self) -> str:  # type: ignore[override]
+        if self.columns:
+            return "a number in each field (read as numbers), or null"
+        return "a list of numbers (nested lists are read row-major), or null"
+
+    @property
+    def widget(self) -> str:  # type: ignore[override]
+        return "number" if self.columns else "json"
+
+    def fit(self, table: Table) -> VectorState:
         values, _ = self.raw(table, self.declared_size())
         if values.shape[1] == 0:
             raise DataError(f"{table.source}, column {self.source!r}: every row is empty; expected numbers")
@@ -94,28 +120,58 @@ class VectorInput(InputType):
         else:
             shift, divide = np.zeros_like(mean), np.ones_like(mean)
         divide = np.where(divide > 0, divide, 1.0)
-        return {"size": int(values.shape[1]), "fill": mean.tolist(), "shift": shift.tolist(),
-                "divide": divide.tolist()}
+        return VectorState(size=int(values.shape[1]), fill=mean.tolist(), shift=shift.tolist(),
+                           divide=divide.tolist())
 
-    def encode(self, table: Any, state: dict) -> Encoded:
-        values, _ = self.raw(table, state["size"])
+    def encode(self, table: Table, state: VectorState) -> Encoded:
+        values, _ = self.raw(table, state.size)
         values = values.astype(np.float32, copy=False)
         bad = ~np.isfinite(values)
-        np.copyto(values, np.broadcast_to(np.asarray(state["fill"], np.float32), values.shape), where=bad)
-        values -= np.asarray(state["shift"], np.float32)
-        values /= np.asarray(state["divide"], np.float32)
+        np.copyto(values, np.broadcast_to(np.asarray(state.fill, np.float32), values.shape), where=bad)
+        values -= np.asarray(state.shift, np.float32)
+        values /= np.asarray(state.divide, np.float32)
         return Encoded(values.reshape((-1, *self.input_shape(state))), bad.any(axis=1))
 
-    def input_shape(self, state: dict) -> tuple[int, ...]:
-        return tuple(self.shape) if self.shape else (state["size"],)
+    def request_column(self, values: list[Any], field: str) -> pa.Array:
+        return json_numbers(values, field) if self.columns else json_lists(values, field)
 
-    def placeholder_state(self) -> dict:
+    def field_schema(self) -> dict[str, Any]:
+        if self.columns:
+            return super().field_schema()
+        return {"anyOf": [{"type": "array", "items": {}}, {"type": "null"}]}
+
+    def schema_details(self, state: VectorState) -> dict[str, Any]:
+        return {"size": state.size, "shape": list(self.input_shape(state))}
+
+    def input_shape(self, state: VectorState | None) -> tuple[int, ...]:
+        return tuple(self.shape) if self.shape else (state.size,)
+
+    def placeholder_state(self) -> VectorState:
         size = self.declared_size()
         if size is None:
             raise DataError(f"input {self.name!r}: give 'size' or 'shape' to describe it without data")
-        return {"size": size, "fill": [0.0] * size, "shift": [0.0] * size, "divide": [1.0] * size}
+        return VectorState(size=size, fill=[0.0] * size, shift=[0.0] * size, divide=[1.0] * size)
 
-    def encoding_layers(self, x: Any, state: dict) -> Any:
+    def neutral(self, state: VectorState) -> np.ndarray:
+        """Each element's fill value (the training mean), scaled."""
+        fill, shift, divide = (np.asarray(v, np.float64) for v in (state.fill, state.shift, state.divide))
+        return ((fill - shift) / divide).reshape(self.input_shape(state))
+
+    def describe_array(self, state: VectorState, fitted: bool) -> str:
+        scaled = {"standard": "standardised", "minmax": "scaled to [0, 1]", "none": "as given"}[self.scale]
+        reduced = f"; the model takes their {self.reduce}" if self.reduce != "none" else ""
+        return f"{state.size} numbers, each {scaled}{reduced}"
+
+    @classmethod
+    def recognise(cls, column: Column) -> Recognised | None:
+        """Lists of numbers, as many in every row."""
+        lengths = numeric_lists(column.values, depth=1)
+        if lengths is None or lengths.min() != lengths.max():
+            return None
+        return Recognised({"type": "vector", "size": int(lengths[0])},
+                          f"lists of {lengths[0]} numbers in every row{column.gaps}")
+
+    def encoding_layers(self, x: Any, state: VectorState) -> Any:
         from keras import layers
 
         size = math.prod(self.input_shape(state))

@@ -9,10 +9,24 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from plait import plots
+from plait.data import Table
 from plait.features.binary import two_levels
 from plait.metrics import THRESHOLD_METRICS, binary_curves, binary_metrics, choose_threshold, with_baseline
+from plait.schema import FittedState, StateClass
 from plait.targets.base import OutputType, Target
-from plait.targets.labels import label_kind, restore
+from plait.targets.labels import LabelKind, label_kind, restore
+
+
+class BinaryOutputState(FittedState):
+    """The two labels (negative first) and their type, the training rate of the positive
+    one, and the decision threshold with how it was chosen."""
+
+    labels: list[str] = Field(min_length=2, max_length=2)
+    kind: LabelKind
+    positive_rate: float
+    threshold: float = Field(gt=0.0, lt=1.0)
+    threshold_by: str
 
 
 class BinaryOutput(OutputType):
@@ -35,7 +49,9 @@ class BinaryOutput(OutputType):
     threshold_by: Literal[THRESHOLD_METRICS] = "f1"  # type: ignore[valid-type]
     class_weight: Literal["balanced"] | dict[str, float] | None = None
 
+    State: ClassVar[StateClass] = BinaryOutputState
     importance_metric: ClassVar[str] = "roc_auc"
+    stratifies: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _one_threshold_rule(self) -> BinaryOutput:
@@ -44,15 +60,15 @@ class BinaryOutput(OutputType):
                              f"{self.threshold_by!r} would not be used; give one of them")
         return self
 
-    def fit(self, table: Any) -> dict:
+    def fit(self, table: Table) -> BinaryOutputState:
         column = table.column(self.source, self.describe_use())
         strings = table.strings(self.source, self.describe_use())
         levels = two_levels(strings, self.positive, f"{table.source}, column {self.source!r}")
         flags = pc.equal(strings, levels[1]).to_numpy(zero_copy_only=False)
         known = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
         rate = float(flags[known].astype(float).mean()) if known.any() else 0.5
-        return {"labels": levels, "kind": label_kind(column), "positive_rate": rate,
-                **self.initial_threshold()}
+        return BinaryOutputState(labels=levels, kind=label_kind(column), positive_rate=rate,
+                                 **self.initial_threshold())
 
     def initial_threshold(self) -> dict:
         """The threshold before any validation rows are seen: the fixed one, or 0.5."""
@@ -60,28 +76,33 @@ class BinaryOutput(OutputType):
             return {"threshold": self.threshold, "threshold_by": "fixed"}
         return {"threshold": 0.5, "threshold_by": "default"}
 
-    def choose_threshold(self, target: Target, predicted: np.ndarray, state: dict) -> None:
-        """Set ``state``'s threshold to the one that maximises ``threshold_by`` on these
-        (validation) rows; a fixed threshold, or rows of one class only, leave it as it is."""
+    def choose(self, target: Target, predicted: np.ndarray, state: BinaryOutputState) -> BinaryOutputState:
+        """The state with the threshold that maximises ``threshold_by`` on these (validation)
+        rows; a fixed threshold, or rows of one class only, keep the state as it is."""
         if self.threshold is not None:
-            return
+            return state
         truth = target.values.ravel()[target.present]
         chosen = choose_threshold(truth, predicted.reshape(-1)[target.present], self.threshold_by)
-        if chosen is not None:
-            state.update(threshold=chosen, threshold_by=self.threshold_by)
+        if chosen is None:
+            return state
+        return state.model_copy(update={"threshold": chosen, "threshold_by": self.threshold_by})
 
-    def encode(self, table: Any, state: dict) -> Target:
+    def encode(self, table: Table, state: BinaryOutputState) -> Target:
         strings = table.strings(self.source, self.describe_use())
         present = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
-        known = pc.is_in(strings, value_set=pa.array(state["labels"])).to_numpy(zero_copy_only=False)
+        known = pc.is_in(strings, value_set=pa.array(state.labels)).to_numpy(zero_copy_only=False)
         unknown = present & ~known
         if unknown.any():
             row = int(np.flatnonzero(unknown)[0])
-            raise table.bad_value(self.source, row, strings[row].as_py(), f"one of {state['labels']}")
-        flags = pc.fill_null(pc.equal(strings, state["labels"][1]), False).to_numpy(zero_copy_only=False)
+            raise table.bad_value(self.source, row, strings[row].as_py(), f"one of {state.labels}")
+        flags = pc.fill_null(pc.equal(strings, state.labels[1]), False).to_numpy(zero_copy_only=False)
         return Target(flags.astype(np.float32).reshape(-1, 1), present)
 
-    def units(self, state: dict) -> int:
+    def strata(self, table: Table) -> np.ndarray:
+        labels = table.strings(self.source, self.describe_use())
+        return np.asarray(labels.fill_null("\x00missing").to_numpy(zero_copy_only=False))
+
+    def units(self, state: Any) -> int:
         return 1
 
     def output_activation(self) -> str:
@@ -95,7 +116,7 @@ class BinaryOutput(OutputType):
 
         return [metrics.BinaryAccuracy(name="accuracy"), metrics.AUC(name="auc")]
 
-    def sample_weights(self, target: Target, state: dict) -> np.ndarray | None:
+    def sample_weights(self, target: Target, state: BinaryOutputState) -> np.ndarray | None:
         if self.class_weight is None:
             return None
         positive = target.values.ravel() == 1
@@ -103,25 +124,54 @@ class BinaryOutput(OutputType):
             rate = float(np.clip(positive[target.present].mean(), 1e-6, 1 - 1e-6))
             weights = (0.5 / (1 - rate), 0.5 / rate)
         else:
-            weights = tuple(self.class_weight.get(label, 1.0) for label in state["labels"])
+            weights = tuple(self.class_weight.get(label, 1.0) for label in state.labels)
         return np.where(positive, weights[1], weights[0]).astype(np.float32)
 
-    def decode(self, predicted: np.ndarray, state: dict) -> dict[str, np.ndarray]:
+    def describe_units(self, state: BinaryOutputState) -> str:
+        return f"the probability of {state.labels[1]!r} (the other label: {state.labels[0]!r})"
+
+    def decode(self, predicted: np.ndarray, state: BinaryOutputState) -> dict[str, np.ndarray]:
         probability = predicted.reshape(-1)
-        labels = np.asarray(restore(state["labels"], state["kind"]), dtype=object)
-        return {self.name: labels[(probability >= state["threshold"]).astype(int)],
+        labels = np.asarray(restore(state.labels, state.kind), dtype=object)
+        return {self.name: labels[(probability >= state.threshold).astype(int)],
                 f"{self.name}_proba": probability.astype(np.float64)}
 
-    def score(self, target: Target, predicted: np.ndarray, state: dict) -> dict:
+    def prediction_columns(self, state: BinaryOutputState) -> list[str]:
+        return [self.name, f"{self.name}_proba"]
+
+    def probability_columns(self, state: BinaryOutputState) -> list[tuple[str, str]]:
+        return [(state.labels[1], f"{self.name}_proba")]
+
+    def schema(self, state: BinaryOutputState) -> dict[str, Any]:
+        return {**super().schema(state), "labels": state.labels, "threshold": state.threshold}
+
+    def score(self, target: Target, predicted: np.ndarray, state: BinaryOutputState) -> dict:
         truth = target.values.ravel()[target.present]
         probability = predicted.reshape(-1)[target.present]
-        scores = binary_metrics(truth, probability, state["threshold"])
-        scores["threshold_by"] = state.get("threshold_by", "fixed")
-        scores["labels"] = list(state["labels"])
-        baseline = binary_metrics(truth, np.full(truth.size, state["positive_rate"]), 0.5)
+        scores = binary_metrics(truth, probability, state.threshold)
+        scores["threshold_by"] = state.threshold_by
+        scores["labels"] = list(state.labels)
+        baseline = binary_metrics(truth, np.full(truth.size, state.positive_rate), 0.5)
         scores = with_baseline(scores, baseline, "majority class")
         scores["curves"] = binary_curves(truth, probability)
         return scores
 
-    def placeholder_state(self) -> dict:
-        return {"labels": ["0", "1"], "kind": "int", "positive_rate": 0.5, **self.initial_threshold()}
+    def plots(self, scores: dict, source: str) -> dict[str, bytes]:
+        images = {f"{self.name}_confusion.png": plots.confusion(
+            scores["confusion_matrix"], scores["labels"], f"{self.name}: confusion matrix ({source})")}
+        curves = scores.get("curves")
+        if curves:
+            images[f"{self.name}_roc.png"] = plots.roc(curves, scores["roc_auc"], f"{self.name}: ROC curve")
+            images[f"{self.name}_pr.png"] = plots.precision_recall(
+                curves, scores["pr_auc"], f"{self.name}: precision-recall curve")
+            images[f"{self.name}_calibration.png"] = plots.calibration(curves, f"{self.name}: calibration")
+        return images
+
+    def notes(self, scores: dict) -> list[str]:
+        chosen_by = scores.get("threshold_by", "fixed")
+        known = {"fixed": "fixed in the config", "default": "the default; no validation split to choose it on"}
+        origin = known.get(chosen_by, f"chosen on the validation split for the best {chosen_by}")
+        return [f"Decision threshold {scores['threshold']:.4f} ({origin})."]
+
+    def placeholder_state(self) -> BinaryOutputState:
+        return BinaryOutputState(labels=["0", "1"], kind="int", positive_rate=0.5, **self.initial_threshold())

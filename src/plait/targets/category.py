@@ -8,11 +8,26 @@ import numpy as np
 import pyarrow.compute as pc
 from pydantic import Field
 
+from plait import plots
+from plait.data import Table
 from plait.errors import DataError
 from plait.features.vocabulary import fit_vocabulary, lookup
 from plait.metrics import category_metrics, with_baseline
+from plait.schema import FittedState, StateClass
 from plait.targets.base import OutputType, Target
-from plait.targets.labels import label_kind, restore
+from plait.targets.labels import LabelKind, label_kind, restore
+
+LISTED = 10
+"""``plait code`` names the labels of an output with at most this many."""
+
+
+class CategoryOutputState(FittedState):
+    """The labels in sorted order (unit ``i`` is label ``i``), their type, and their
+    training frequencies."""
+
+    labels: list[str] = Field(min_length=2)
+    kind: LabelKind
+    frequency: list[float]
 
 
 class CategoryOutput(OutputType):
@@ -34,9 +49,11 @@ class CategoryOutput(OutputType):
     classes: int | None = Field(default=None, ge=2, le=1_000_000)
     class_weight: Literal["balanced"] | dict[str, float] | None = None
 
+    State: ClassVar[StateClass] = CategoryOutputState
     importance_metric: ClassVar[str] = "accuracy"
+    stratifies: ClassVar[bool] = True
 
-    def fit(self, table: Any) -> dict:
+    def fit(self, table: Table) -> CategoryOutputState:
         column = table.column(self.source, self.describe_use())
         strings = table.strings(self.source, self.describe_use())
         labels = fit_vocabulary(strings)
@@ -52,22 +69,26 @@ class CategoryOutput(OutputType):
         index = lookup(strings, labels, offset=0)
         present = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
         frequency = np.bincount(index[present], minlength=len(labels)) / max(present.sum(), 1)
-        return {"labels": labels, "kind": kind, "frequency": frequency.tolist()}
+        return CategoryOutputState(labels=labels, kind=kind, frequency=frequency.tolist())
 
-    def encode(self, table: Any, state: dict) -> Target:
+    def encode(self, table: Table, state: CategoryOutputState) -> Target:
         strings = table.strings(self.source, self.describe_use())
         present = ~pc.is_null(strings).to_numpy(zero_copy_only=False)
-        index = lookup(strings, state["labels"], offset=1)
+        index = lookup(strings, state.labels, offset=1)
         unknown = present & (index == 0)
         if unknown.any():
             row = int(np.flatnonzero(unknown)[0])
-            shown = state["labels"][:20]
+            shown = state.labels[:20]
             raise table.bad_value(self.source, row, strings[row].as_py(),
                                   f"a label seen in training: {shown}")
         return Target(np.maximum(index - 1, 0).astype(np.int32).reshape(-1, 1), present)
 
-    def units(self, state: dict) -> int:
-        return len(state["labels"])
+    def strata(self, table: Table) -> np.ndarray:
+        labels = table.strings(self.source, self.describe_use())
+        return np.asarray(labels.fill_null("\x00missing").to_numpy(zero_copy_only=False))
+
+    def units(self, state: CategoryOutputState) -> int:
+        return len(state.labels)
 
     def output_activation(self) -> str:
         return "softmax"
@@ -80,32 +101,55 @@ class CategoryOutput(OutputType):
 
         return [metrics.SparseCategoricalAccuracy(name="accuracy")]
 
-    def sample_weights(self, target: Target, state: dict) -> np.ndarray | None:
+    def sample_weights(self, target: Target, state: CategoryOutputState) -> np.ndarray | None:
         if self.class_weight is None:
             return None
         index = target.values.ravel()
         if self.class_weight == "balanced":
-            frequency = np.bincount(index[target.present], minlength=len(state["labels"]))
+            frequency = np.bincount(index[target.present], minlength=len(state.labels))
             weights = frequency.sum() / (len(frequency) * np.maximum(frequency, 1))
         else:
-            weights = np.asarray([self.class_weight.get(label, 1.0) for label in state["labels"]])
+            weights = np.asarray([self.class_weight.get(label, 1.0) for label in state.labels])
         return weights[index].astype(np.float32)
 
-    def decode(self, predicted: np.ndarray, state: dict) -> dict[str, np.ndarray]:
-        labels = np.asarray(restore(state["labels"], state["kind"]), dtype=object)
+    def describe_units(self, state: CategoryOutputState) -> str:
+        if len(state.labels) > LISTED:
+            return f"the probabilities of its {len(state.labels)} labels, in sorted order"
+        return f"the probabilities of {', '.join(map(repr, state.labels))}, in this order"
+
+    def decode(self, predicted: np.ndarray, state: CategoryOutputState) -> dict[str, np.ndarray]:
+        labels = np.asarray(restore(state.labels, state.kind), dtype=object)
         columns = {self.name: labels[predicted.argmax(axis=1)]}
-        for position, label in enumerate(state["labels"]):
+        for position, label in enumerate(state.labels):
             columns[f"{self.name}_proba_{label}"] = predicted[:, position].astype(np.float64)
         return columns
 
-    def score(self, target: Target, predicted: np.ndarray, state: dict) -> dict:
+    def prediction_columns(self, state: CategoryOutputState) -> list[str]:
+        return [self.name] + [column for _, column in self.probability_columns(state)]
+
+    def probability_columns(self, state: CategoryOutputState) -> list[tuple[str, str]]:
+        return [(label, f"{self.name}_proba_{label}") for label in state.labels]
+
+    def schema(self, state: CategoryOutputState) -> dict[str, Any]:
+        return {**super().schema(state), "labels": state.labels}
+
+    def score(self, target: Target, predicted: np.ndarray, state: CategoryOutputState) -> dict:
         truth = target.values.ravel()[target.present]
-        scores = category_metrics(truth, predicted[target.present], state["labels"])
-        prior = np.tile(np.asarray(state["frequency"]), (truth.size, 1))
-        baseline = category_metrics(truth, prior, state["labels"])
+        scores = category_metrics(truth, predicted[target.present], state.labels)
+        prior = np.tile(np.asarray(state.frequency), (truth.size, 1))
+        baseline = category_metrics(truth, prior, state.labels)
         return with_baseline(scores, baseline, "majority class")
 
-    def placeholder_state(self) -> dict:
+    def plots(self, scores: dict, source: str) -> dict[str, bytes]:
+        return {f"{self.name}_confusion.png": plots.confusion(
+            scores["confusion_matrix"], scores["labels"], f"{self.name}: confusion matrix ({source})")}
+
+    def tables(self, scores: dict) -> list[tuple[list[str], list[list[Any]]]]:
+        rows = [[label, v["precision"], v["recall"], v["f1"], v["support"]]
+                for label, v in scores["per_class"].items()]
+        return [(["class", "precision", "recall", "F1", "rows"], rows)]
+
+    def placeholder_state(self) -> CategoryOutputState:
         count = self.classes or 2
-        return {"labels": [str(i) for i in range(count)], "kind": "int",
-                "frequency": [1.0 / count] * count}
+        return CategoryOutputState(labels=[str(i) for i in range(count)], kind="int",
+                                   frequency=[1.0 / count] * count)

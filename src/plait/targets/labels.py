@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+
+LabelKind = Literal["bool", "int", "string"]
+"""The type labels are given back in."""
 
 
 def label_kind(column: pa.ChunkedArray) -> str:

@@ -1,0 +1,54 @@
+"""The only module that reaches into ``keras.src``: two things Keras's public API cannot do.
+
+Each use says why. Everything else in plait uses ``keras`` and ``keras.layers`` only.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import keras
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed``, without importing TensorFlow (seconds, and hundreds of
+    megabytes) just to seed it when it is installed but not the backend: plait feeds Keras
+    no ``tf.data`` pipelines, so that seed would never be used."""
+    # keras.src: the public function seeds TensorFlow whenever it is importable; its module
+    # holds the switch that says whether it is.
+    from keras.src.utils import rng_utils
+
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    tensorflow = rng_utils.tf
+    known = tensorflow._available
+    tensorflow._available = False
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        tensorflow._available = known
+
+
+def load_keras_model(file: Path) -> Any:
+    """``keras.saving.load_model`` in safe mode. On JAX the variables are created inside a
+    stateless scope, so their initializers (one compiled random op per weight shape, seconds
+    in all) never run for values the file then replaces; any variable the file leaves out is
+    initialized as usual."""
+    if keras.backend.backend() != "jax":
+        return keras.saving.load_model(file, safe_mode=True, compile=False)
+    # keras.src: the list of variables waiting for their initializers is not public.
+    from keras.src.backend.common import global_state, variables
+
+    with keras.StatelessScope(initialize_variables=False) as scope:
+        model = keras.saving.load_model(file, safe_mode=True, compile=False)
+    for variable in model.variables:
+        value = scope.get_current_value(variable)
+        if value is not None:
+            variable.assign(value)
+    pending = global_state.get_global_attribute("uninitialized_variables") or []
+    global_state.set_global_attribute("uninitialized_variables", [v for v in pending if v._value is None])
+    variables.initialize_all_variables()
+    return model
