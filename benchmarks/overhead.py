@@ -54,10 +54,10 @@ def hand_written_text(states: dict) -> Any:
     import keras
     from keras import layers
 
-    inputs, branches = hand_written_tabular(keras, len(states["group"]["vocabulary"]) + 1)
-    length = states["review"]["length"]
+    inputs, branches = hand_written_tabular(keras, len(states["group"].vocabulary) + 1)
+    length = states["review"].length
     inputs["review"] = keras.Input(shape=(length,), dtype="int32", name="review")
-    words = layers.Embedding(len(states["review"]["vocabulary"]) + 2, 32, mask_zero=True)(inputs["review"])
+    words = layers.Embedding(len(states["review"].vocabulary) + 2, 32, mask_zero=True)(inputs["review"])
     branches.append(layers.GlobalAveragePooling1D()(words))
     return hand_written_head(keras, inputs, branches)
 
@@ -66,7 +66,7 @@ def hand_written_image(states: dict, size: int = 32) -> Any:
     import keras
     from keras import layers
 
-    inputs, branches = hand_written_tabular(keras, len(states["group"]["vocabulary"]) + 1)
+    inputs, branches = hand_written_tabular(keras, len(states["group"].vocabulary) + 1)
     inputs["photo"] = keras.Input(shape=(size, size, 3), name="photo")
     x = inputs["photo"]
     for filters in (16, 32):

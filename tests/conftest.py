@@ -8,10 +8,16 @@ microseconds), so the time a fit costs is mostly compilation, paid once per mode
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +119,44 @@ def penguin_model(penguin_split: tuple[pd.DataFrame, pd.DataFrame]) -> Any:
 @pytest.fixture(scope="session")
 def penguin_bundle(penguin_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return penguin_model.save(tmp_path_factory.mktemp("bundles") / "penguins")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(bundle: Path, *options: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``python -m plait serve BUNDLE`` on a free port of 127.0.0.1, running until the block
+    ends; its base URL."""
+    port = free_port()
+    log_path = Path(tempfile.mkdtemp(prefix="plait-serve-")) / "server.log"
+    command = [sys.executable, "-m", "plait", "serve", str(bundle), "--port", str(port), *options]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=log,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process, log_path)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        shutil.rmtree(log_path.parent, ignore_errors=True)
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    pytest.fail(f"the server did not answer /healthz:\n{log_path.read_text()}")

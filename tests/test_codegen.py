@@ -219,7 +219,7 @@ def test_bundle_script_loads_the_trained_weights(trained: tuple, bundle_script: 
     assert "in ['Biscoe', 'Dream', 'Torgersen'] (0: unseen or missing)" in bundle_script
     assert "probabilities of 'Adelie', 'Chinstrap', 'Gentoo', in this order" in bundle_script
     state = model.states_["body_mass_g"]
-    assert f"prediction * {state['divide']:.6g} + {state['shift']:.6g}" in bundle_script
+    assert f"prediction * {state.divide:.6g} + {state.shift:.6g}" in bundle_script
 
     assert executed["penguins_model.py"] == summary(model.keras_model)
     with np.load(folder / "inputs.npz") as arrays:
@@ -230,7 +230,7 @@ def test_bundle_script_loads_the_trained_weights(trained: tuple, bundle_script: 
             assert predicted[name].shape == expected[name].shape == (len(frame), width)
             np.testing.assert_allclose(predicted[name], expected[name], rtol=1e-5, atol=1e-6)
         # decoded as the script's comment says, its numbers are plait's predictions in grams
-        grams = predicted["body_mass_g"].ravel() * state["divide"] + state["shift"]
+        grams = predicted["body_mass_g"].ravel() * state.divide + state.shift
     np.testing.assert_allclose(grams, model.predict(frame)["body_mass_g"], rtol=1e-4)
     assert grams.std() > 0
 

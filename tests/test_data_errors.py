@@ -171,7 +171,7 @@ def test_skip_leaving_no_rows_is_an_error() -> None:
 def test_unseen_category_goes_to_the_oov_slot_and_is_counted() -> None:
     spec = spec_of({"name": "c", "type": "category"})
     states = fit_states(spec, read_table(pd.DataFrame({"c": ["a", "b", "a"], "y": [0, 1, 0]})))
-    assert states["c"] == {"vocabulary": ["a", "b"]}
+    assert states["c"].vocabulary == ["a", "b"]
     encoded = encode_inputs(spec, states, read_table(pd.DataFrame({"c": ["a", "zz", None, "b", "q"]})))
     np.testing.assert_array_equal(encoded.inputs["c"].ravel(), [1, 0, 0, 2, 0])
     assert encoded.report["c"] == {"missing": 1, "policy": "fill", "unseen": 2}
@@ -182,10 +182,10 @@ def test_rare_training_categories_share_the_oov_slot_and_are_counted() -> None:
     spec = spec_of({"name": "c", "type": "category", "min_frequency": 2})
     table = read_table(frame)
     states = fit_states(spec, table)
-    assert states["c"]["vocabulary"] == ["a", "b"]
+    assert states["c"].vocabulary == ["a", "b"]
     assert encode_inputs(spec, states, table).report["c"]["unseen"] == 2
     limited = spec_of({"name": "c", "type": "category", "max_categories": 1})
-    assert fit_states(limited, table)["c"]["vocabulary"] == ["a"]
+    assert fit_states(limited, table)["c"].vocabulary == ["a"]
 
 
 def test_unseen_words_are_counted() -> None:

@@ -129,7 +129,7 @@ def test_identifiers_constants_and_unusable_columns_are_left_out_with_the_reason
         "code": [f"u{i:05d}" for i in rng.permutation(rows)],
         "country": ["NZ"] * rows,
         "notes": pa.nulls(rows, pa.string()),
-        "when": [datetime.date(2024, 1, 1) + datetime.timedelta(days=int(i)) for i in range(rows)],
+        "tags": [["a", "b"]] * rows,
         "x": rng.normal(size=rows),
         "target": rng.normal(size=rows),
     })
@@ -141,7 +141,28 @@ def test_identifiers_constants_and_unusable_columns_are_left_out_with_the_reason
     assert "'code': identifier: 100 distinct of 100 single words, all distinct" in block
     assert "'country': constant: 'NZ' in every row" in block
     assert "'notes': empty: no value in 100 sampled rows" in block
-    assert "'when': date32[day] values; dates and times are no input type" in block
+    assert "'tags': lists of string; expected lists of numbers" in block
+
+
+def test_dates_and_moments_are_date_inputs_with_their_range_as_evidence() -> None:
+    rows = 60
+    days = [datetime.date(2024, 1, 1) + datetime.timedelta(days=i) for i in range(rows)]
+    table = pa.table({
+        "sold": days,
+        "seen": pa.array([1_700_000_000_000_000 + i * 3_600_000_000 for i in range(rows)],
+                         pa.timestamp("us", tz="Europe/Berlin")),
+        "written": [f"{day.isoformat()}T{i % 24:02d}:15:00+02:00" for i, day in enumerate(days)],
+        "mostly": [day.isoformat() for day in days[:-3]] + ["soon", "later", "never"],
+        "target": np.arange(rows) % 2,
+    })
+    text = infer_config(table, ["target"])
+    found = entries(text)
+    assert [found[name]["type"] for name in ("sold", "seen", "written", "mostly")] == [
+        "date", "date", "date", "date"]
+    assert "'sold': date32[day] values 2024-01-01 to 2024-02-29, 60 distinct of 60" in text
+    assert "'written': ISO-8601 dates (100%) 2024-01-01T00:15:00+02:00 to" in text
+    assert "'mostly': ISO-8601 dates (95%)" in text
+    assert load_spec(yaml.safe_load(text)).inputs[0].type == "date"
 
 
 def test_a_column_of_numbers_that_is_not_an_identifier_stays_a_number() -> None:

@@ -49,7 +49,7 @@ def test_number_standard_scaling_uses_training_statistics_only() -> None:
     train = pd.DataFrame({"n": [2.0, 4.0, 6.0, 8.0], "y": [0, 1, 0, 1]})
     states, encode = encoder({"name": "n", "type": "number"}, train=train)
     mean, std = 5.0, np.std([2.0, 4.0, 6.0, 8.0])
-    assert states["n"]["shift"] == mean and states["n"]["divide"] == pytest.approx(std)
+    assert states["n"].shift == mean and states["n"].divide == pytest.approx(std)
     # new rows are scaled with the training mean and deviation, not their own
     encoded = encode(pd.DataFrame({"n": [5.0, 100.0, -3.0]}))["n"]
     assert encoded.dtype == np.float32 and encoded.shape == (3, 1)
@@ -61,7 +61,7 @@ def test_number_minmax_scaling_and_each_fill_policy() -> None:
     probe = pd.DataFrame({"n": [1.0, 10.0, np.nan, -np.inf]})
     states, encode = encoder({"name": "n", "type": "number", "scale": "minmax"}, train=train)
     # non-finite training values count neither in the statistics nor in the range
-    assert (states["n"]["shift"], states["n"]["divide"]) == (1.0, 9.0)
+    assert (states["n"].shift, states["n"].divide) == (1.0, 9.0)
     filled = (13 / 3 - 1) / 9  # missing values take the mean of 1, 2 and 10, then are scaled
     np.testing.assert_allclose(encode(probe)["n"].ravel(), [0.0, 1.0, filled, filled], rtol=1e-6)
     expected_fill = {"mean": 13 / 3, "median": 2.0, "zero": 0.0, 7.5: 7.5}
@@ -76,10 +76,10 @@ def test_number_minmax_scaling_and_each_fill_policy() -> None:
 def test_vector_from_columns_scales_each_element_with_its_own_statistics() -> None:
     train = pd.DataFrame({"a": [0.0, 2.0, 4.0], "b": [10.0, 10.0, 40.0], "y": [0, 1, 0]})
     states, encode = encoder({"name": "v", "type": "vector", "columns": ["a", "b"]}, train=train)
-    assert states["v"]["size"] == 2 and states["v"]["shift"] == [2.0, 20.0]
+    assert states["v"].size == 2 and states["v"].shift == [2.0, 20.0]
     encoded = encode(pd.DataFrame({"a": [2.0, 4.0], "b": [20.0, np.nan]}))["v"]
     std_a, std_b = np.std([0.0, 2.0, 4.0]), np.std([10.0, 10.0, 40.0])
-    assert states["v"]["divide"] == pytest.approx([std_a, std_b])
+    assert states["v"].divide == pytest.approx([std_a, std_b])
     # a missing element takes its training mean, which scales to 0
     np.testing.assert_allclose(encoded, [[0.0, 0.0], [2 / std_a, 0.0]], rtol=1e-6)
 
@@ -90,7 +90,7 @@ def test_vector_from_a_list_column_and_reshaped_from_nested_lists() -> None:
     states, encode = encoder({"name": "v", "type": "vector", "scale": "minmax"},
                              {"name": "grid", "type": "vector", "shape": [2, 3], "scale": "none"},
                              train=train)
-    assert states["v"]["size"] == 3 and states["grid"]["size"] == 6
+    assert states["v"].size == 3 and states["grid"].size == 6
     encoded = encode(train)
     np.testing.assert_allclose(encoded["v"], [[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
     assert encoded["grid"].shape == (2, 2, 3)
@@ -103,7 +103,7 @@ def test_vector_from_a_list_column_and_reshaped_from_nested_lists() -> None:
 def test_category_vocabulary_most_frequent_first_with_the_oov_slot_at_zero() -> None:
     train = pd.DataFrame({"c": ["b", "a", "b", "c", "b", "a", "rare"], "y": [0, 1] * 3 + [0]})
     states, encode = encoder({"name": "c", "type": "category", "min_frequency": 2}, train=train)
-    assert states["c"]["vocabulary"] == ["b", "a"]  # "c" and "rare" seen once: below min_frequency
+    assert states["c"].vocabulary == ["b", "a"]  # "c" and "rare" seen once: below min_frequency
     encoded = encode(pd.DataFrame({"c": ["a", "b", "c", "never", None]}))["c"]
     assert encoded.dtype == np.int32 and encoded.shape == (5, 1)
     np.testing.assert_array_equal(encoded.ravel(), [2, 1, 0, 0, 0])
@@ -112,7 +112,7 @@ def test_category_vocabulary_most_frequent_first_with_the_oov_slot_at_zero() -> 
 def test_category_of_integers_reads_them_as_labels() -> None:
     train = pd.DataFrame({"c": [30, 7, 30, 100], "y": [0, 1, 0, 1]})
     states, encode = encoder({"name": "c", "type": "category"}, train=train)
-    assert states["c"]["vocabulary"] == ["30", "100", "7"]  # ties in sorted (text) order
+    assert states["c"].vocabulary == ["30", "100", "7"]  # ties in sorted (text) order
     np.testing.assert_array_equal(encode(pd.DataFrame({"c": [7, 100, 30, 8]}))["c"].ravel(),
                                   [3, 2, 1, 0])
 
@@ -123,7 +123,7 @@ def test_category_of_integers_reads_them_as_labels() -> None:
 def test_binary_flags_with_the_positive_value_and_the_training_rate_for_missing() -> None:
     train = pd.DataFrame({"f": ["no", "yes", "yes", "yes", None], "y": [0, 1, 0, 1, 0]})
     states, encode = encoder({"name": "f", "type": "binary"}, train=train)
-    assert states["f"] == {"levels": ["no", "yes"], "fill": 0.75}
+    assert (states["f"].levels, states["f"].fill) == (["no", "yes"], 0.75)
     np.testing.assert_allclose(encode(pd.DataFrame({"f": ["yes", "no", None]}))["f"].ravel(),
                                [1.0, 0.0, 0.75])
     _, encode = encoder({"name": "f", "type": "binary", "positive": "no"}, train=train)
@@ -139,7 +139,7 @@ def test_binary_flags_with_the_positive_value_and_the_training_rate_for_missing(
 def test_text_tokens_vocabulary_ids_padding_and_truncation() -> None:
     train = pd.DataFrame({"t": ["Good, good food!", "bad food", "It's GOOD"], "y": [1, 0, 1]})
     states, encode = encoder({"name": "t", "type": "text", "length": 4}, train=train)
-    assert states["t"]["vocabulary"] == ["good", "food", "bad", "it's"]
+    assert states["t"].vocabulary == ["good", "food", "bad", "it's"]
     encoded = encode(pd.DataFrame({"t": ["food is good", "", None, "bad bad bad bad bad good"]}))["t"]
     assert encoded.dtype == np.int32 and encoded.shape == (4, 4)
     # ids: 0 padding, 1 unknown, then the vocabulary from 2; an empty text is one unknown word
@@ -150,9 +150,9 @@ def test_text_length_defaults_to_the_95th_percentile_and_vocabulary_is_capped() 
     texts = ["w"] * 19 + ["a b c d e f g h i j"]  # 95th percentile of lengths 1 × 19, 10
     train = pd.DataFrame({"t": texts, "y": [0, 1] * 10})
     states, _ = encoder({"name": "t", "type": "text"}, train=train)
-    assert states["t"]["length"] == int(np.percentile([1] * 19 + [10], 95))
+    assert states["t"].length == int(np.percentile([1] * 19 + [10], 95))
     states, _ = encoder({"name": "t", "type": "text", "vocabulary_size": 4}, train=train)
-    assert states["t"]["vocabulary"] == ["w", "a"]  # two slots go to padding and unknown
+    assert states["t"].vocabulary == ["w", "a"]  # two slots go to padding and unknown
 
 
 # -- image --------------------------------------------------------------------------
@@ -188,8 +188,8 @@ def test_image_paths_resolve_against_the_data_files_folder(tmp_path: Path, monke
 def test_sequence_steps_padded_or_cut_and_each_feature_standardised() -> None:
     train = pd.DataFrame({"s": [[[1.0, 10.0], [3.0, 30.0]], [[5.0, 50.0]]], "y": [0, 1]})
     states, encode = encoder({"name": "s", "type": "sequence"}, train=train)
-    assert (states["s"]["steps"], states["s"]["features"]) == (2, 2)  # the longest training row
-    assert states["s"]["shift"] == [3.0, 30.0]
+    assert (states["s"].steps, states["s"].features) == (2, 2)  # the longest training row
+    assert states["s"].shift == [3.0, 30.0]
     std = np.std([1.0, 3.0, 5.0])
     encoded = encode(pd.DataFrame({"s": [[[3.0, 30.0]], [[5.0, 30.0], [1.0, 30.0], [9.0, 9.0]]]}))["s"]
     assert encoded.shape == (2, 2, 2) and encoded.dtype == np.float32
@@ -224,6 +224,16 @@ def tabular_frame(rows: int, rng: np.random.Generator) -> pd.DataFrame:
         "code": code, "y_code": np.isin(code, [3, 99]),
         "flag": np.where(flag, "yes", "no"), "y_flag": flag,
     })
+
+
+def date_frame(rows: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Moments with a time zone, labelled by whether it is the weekend there; ISO dates
+    labelled by whether they fall in summer."""
+    when = pd.to_datetime(rng.integers(1_577_836_800, 1_735_689_600, rows), unit="s", utc=True)
+    local = when.tz_convert("America/New_York")
+    day = pd.to_datetime(rng.integers(18_262, 20_089, rows), unit="D")
+    return pd.DataFrame({"when": local, "y_when": local.dayofweek >= 5,
+                         "day": day.strftime("%Y-%m-%d"), "y_day": day.month.isin([6, 7, 8])})
 
 
 def text_frame(rows: int, rng: np.random.Generator) -> pd.DataFrame:
@@ -296,6 +306,8 @@ INPUTS = [  # each input config, with the target column it has a signal about
     ({"name": "path", "type": "image", "size": [16, 16], "channels": 1, "encoder": IMAGE_ENCODER}, "y_image"),
     ({"name": "photo", "type": "image", "size": [16, 16],
       "encoder": {**IMAGE_ENCODER, "pooling": "max", "batch_norm": True}}, "y_image"),
+    ({"name": "when", "type": "date"}, "y_when"),
+    ({"name": "day", "type": "date"}, "y_day"),
 ]
 HELD_OUT = 100
 
@@ -307,7 +319,7 @@ def data_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     rng = np.random.default_rng(1)
     rows = TRAIN_ROWS + HELD_OUT
     frame = pd.concat([tabular_frame(rows, rng), text_frame(rows, rng), sequence_frame(rows, rng),
-                       image_frame(rows, rng, folder)], axis=1)
+                       image_frame(rows, rng, folder), date_frame(rows, rng)], axis=1)
     targets = [column for column in frame.columns if column.startswith("y_")]
     frame[targets] = frame[targets].astype(int)
     frame.iloc[:TRAIN_ROWS].to_parquet(folder / "train.parquet")

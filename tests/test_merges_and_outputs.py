@@ -184,7 +184,7 @@ def test_predict_columns_and_labels_decoded_in_their_own_type(shops: tuple) -> N
     # the label shown is the class whose probability is highest, or past the threshold
     probabilities = predicted[["tier_proba_2", "tier_proba_10", "tier_proba_30"]].to_numpy()
     assert predicted["tier"].tolist() == [[2, 10, 30][i] for i in probabilities.argmax(axis=1)]
-    positive = model.states_["churn"]["labels"][1]
+    positive = model.states_["churn"].labels[1]
     assert positive == "stayed"  # the later label in sorted order
     assert (predicted["churn"] == positive).tolist() == (predicted["churn_proba"] >= 0.5).tolist()
 
@@ -204,8 +204,8 @@ def test_number_target_is_learned_standardised_with_training_statistics(shops: t
     model, _ = shops
     train = shops_frame(300, seed=8).iloc[:240]
     state = model.states_["revenue"]
-    assert state["shift"] == pytest.approx(train["revenue"].mean())
-    assert state["divide"] == pytest.approx(train["revenue"].std(ddof=0))
+    assert state.shift == pytest.approx(train["revenue"].mean())
+    assert state.divide == pytest.approx(train["revenue"].std(ddof=0))
     # the raw output is in standard units: the model's own numbers are small
     raw, _ = model.predict_arrays(train)
     assert abs(float(np.mean(raw["revenue"]))) < 0.5 and 0.5 < float(np.std(raw["revenue"])) < 1.5

@@ -110,12 +110,16 @@ def test_chosen_threshold_is_the_best_cut(scored: tuple[np.ndarray, np.ndarray],
         assert chosen >= probability[truth == 1].min() - 0.01
 
 
-def test_a_fixed_threshold_is_kept() -> None:
-    output = BinaryOutput(name="y", threshold=0.3)
-    state = {"labels": ["0", "1"], "threshold": 0.3, "threshold_by": "fixed"}
-    output.choose_threshold(Target(np.array([0.0, 1.0, 1.0]), np.ones(3, bool)), np.array([0.1, 0.6, 0.9]),
-                            state)
-    assert state["threshold"] == 0.3
+def test_a_fixed_threshold_is_kept_and_a_chosen_one_is_a_new_state() -> None:
+    fixed = BinaryOutput(name="y", threshold=0.3)
+    state = fixed.placeholder_state()
+    target, predicted = Target(np.array([0.0, 1.0, 1.0]), np.ones(3, bool)), np.array([0.1, 0.6, 0.9])
+    assert fixed.choose(target, predicted, state) is state and state.threshold == 0.3
+    chosen = BinaryOutput(name="y")
+    before = chosen.placeholder_state()
+    after = chosen.choose(target, predicted, before)
+    assert (before.threshold, before.threshold_by) == (0.5, "default")
+    assert after.threshold_by == "f1" and 0.1 < after.threshold <= 0.6
 
 
 def test_threshold_and_threshold_by_together_are_refused() -> None:
@@ -146,22 +150,22 @@ def thresholded() -> plait.Model:
 
 def test_threshold_is_chosen_on_validation_and_used(thresholded: plait.Model, tmp_path) -> None:
     state = thresholded.states_["y"]
-    assert state["threshold_by"] == "f1" and state["threshold"] != 0.5
+    assert state.threshold_by == "f1" and state.threshold != 0.5
     validation = thresholded.metrics_["validation"]["y"]
-    assert validation["threshold"] == state["threshold"] and validation["rows"] == 90
+    assert validation["threshold"] == state.threshold and validation["rows"] == 90
     assert validation["f1"] > validation["baseline"]["f1"] and validation["lift"]["roc_auc"] > 0.3
     bundle = thresholded.save(tmp_path / "bundle")
     stored = json.loads((bundle / "state.json").read_text())["states"]["y"]
-    assert stored["threshold"] == state["threshold"]
+    assert stored["threshold"] == state.threshold
     test = signal_frame(200, seed=1)
     loaded = plait.load(bundle)
     predicted = loaded.predict(test)
-    expected = np.where(predicted["y_proba"] >= state["threshold"], "yes", "no")
+    expected = np.where(predicted["y_proba"] >= state.threshold, "yes", "no")
     assert predicted["y"].tolist() == expected.tolist()
-    assert ((predicted["y_proba"] >= 0.5) != (predicted["y_proba"] >= state["threshold"])).any()
+    assert ((predicted["y_proba"] >= 0.5) != (predicted["y_proba"] >= state.threshold)).any()
     scores = loaded.evaluate(test)["y"]
-    called = (predicted["y_proba"] >= state["threshold"]).astype(int)
-    assert scores["threshold"] == state["threshold"]
+    called = (predicted["y_proba"] >= state.threshold).astype(int)
+    assert scores["threshold"] == state.threshold
     assert scores["f1"] == pytest.approx(sk.f1_score((test["y"] == "yes").astype(int), called))
     assert scores["pr_auc"] > scores["baseline"]["pr_auc"] + 0.2
     assert scores["baseline"]["kind"] == "majority class" and scores["baseline"]["roc_auc"] == 0.5

@@ -11,7 +11,7 @@ import pytest
 import plait
 from conftest import train_block
 from plait.errors import DataError
-from plait.stream import Source, wants_streaming
+from plait.sources import FileSource, wants_streaming
 from plait.training import Batches, Part
 
 ROWS = 1200
@@ -104,7 +104,7 @@ def test_a_folder_of_parquet_and_csv_files_streams(files: dict[str, Path]) -> No
 
 
 def test_batches_keep_row_numbers_of_their_file(files: dict[str, Path]) -> None:
-    source = Source(files["shards"], rows=300)
+    source = FileSource(files["shards"], rows=300)
     seen = [(table.source, table.at(0), table.num_rows) for _, _, table in source.batches(["x"])]
     assert seen[0] == (str(files["shards"] / "a.parquet"), f"{files['shards'] / 'a.parquet'}, row 1", 300)
     assert seen[2] == (str(files["shards"] / "b.csv"), f"{files['shards'] / 'b.csv'}, row 1", 300)

@@ -142,7 +142,8 @@ def read(path: Path) -> Contents:
     manifest = verify(path)
     importance = _read_json(path / "importance.json") if "importance.json" in manifest["files"] else None
     return Contents(path, (path / "spec.yaml").read_text(encoding="utf-8"), _read_json(path / "state.json"),
-                    _read_json(path / "metrics.json"), _read_json(path / "history.json"), importance, manifest)
+                    _read_json(path / "metrics.json"), _read_json(path / "history.json"), importance,
+                    manifest)
 
 
 def _read_json(path: Path) -> Any:

@@ -35,6 +35,7 @@ def importance(model: Any, parts: list[Part], data: str, *, repeats: int = 5, se
     """
     if repeats < 1:
         raise DataError(f"repeats: found {repeats}; expected at least 1")
+    parts = [part for part in parts if part.rows]
     rows = sum(part.rows for part in parts)
     if rows < 2:
         raise DataError(f"{data}: found {rows} usable row(s); expected at least two to measure importance")

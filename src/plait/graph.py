@@ -31,7 +31,8 @@ def build(spec: Spec, states: dict[str, Any]) -> Any:
         if len(sources) == 1:
             tensors[node.name] = tensors[sources[0]]
             continue
-        tensors[node.name] = node.build({source: tensors[source] for source in sources}, spec.merge_path(index))
+        branches = {source: tensors[source] for source in sources}
+        tensors[node.name] = node.build(branches, spec.merge_path(index))
     trunk = None
     outputs = {}
     for out in spec.outputs:

@@ -103,7 +103,8 @@ class Predictor:
         self.spec, self.states = model.spec, model.states_
         self.max_batch = max_batch
         self.buckets = buckets(max_batch)
-        self.fields = list(dict.fromkeys(field for item in self.spec.inputs for field in item.source_columns()))
+        self.fields = list(dict.fromkeys(field for item in self.spec.inputs
+                                         for field in item.source_columns()))
         self._known = set(self.fields)
         self._forward = forward_function(model.keras_model)
         self._dtypes = {tensor.name: tensor.dtype for tensor in model.keras_model.inputs}

@@ -129,8 +129,7 @@ class Model:
         source = self._source(data)
         for _, _, table in source.batches(needed_columns(self.spec)):
             arrays = training_arrays(self.spec, self.states_, table)
-            if arrays.rows:
-                yield Part(arrays.x, arrays.y, arrays.weights, arrays.present)
+            yield Part(arrays.x, arrays.y, arrays.weights, arrays.present, read=table.num_rows)
 
     def raw_outputs(self, x: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The Keras model's outputs for encoded inputs, by output name."""
@@ -142,8 +141,11 @@ class Model:
     def _score(self, parts: Iterable[Part], choose: bool = False) -> tuple[States, dict]:
         """Metrics per output on encoded parts, and the states after the choices made on
         these rows when ``choose`` (the validation split: decision thresholds)."""
-        raws, targets, present = [], [], []
+        raws, targets, present, read = [], [], [], 0
         for part in parts:
+            read += part.read
+            if not part.rows:
+                continue
             raws.append(self.raw_outputs(part.inputs()))
             y, has = part.targets()
             targets.append(y)
@@ -151,7 +153,7 @@ class Model:
         if not raws:
             raise PlaitError("no rows to score: every row was left out by the missing-value policies")
         states = dict(self.states_)
-        results: dict[str, Any] = {"rows": int(sum(len(next(iter(y.values()))) for y in targets))}
+        results: dict[str, Any] = {"rows": read}
         for out in self.spec.outputs:
             raw = np.concatenate([r[out.name] for r in raws])
             target = Target(np.concatenate([y[out.name] for y in targets]),

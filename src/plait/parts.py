@@ -16,11 +16,14 @@ class Part:
     """Rows of encoded inputs, targets, sample weights and which targets are present, held
     together in memory."""
 
-    def __init__(self, x: Arrays, y: Arrays, weights: Arrays | None, present: Arrays | None = None) -> None:
+    def __init__(self, x: Arrays, y: Arrays, weights: Arrays | None, present: Arrays | None = None,
+                 read: int | None = None) -> None:
         self.x, self.y, self.weights = x, y, weights
         self.present = present if present is not None else {
             name: np.ones(len(values), bool) for name, values in y.items()}
         self.rows = len(next(iter(x.values())))
+        self.read = self.rows if read is None else read
+        """Rows read, before the input policies left any out."""
 
     def load(self) -> tuple[Arrays, Arrays, Arrays | None]:
         return self.x, self.y, self.weights
@@ -39,6 +42,7 @@ class StoredPart(Part):
 
     def __init__(self, folder: Path, rows: int, weighted: bool) -> None:
         self.folder, self.rows, self.weighted = folder, rows, weighted
+        self.read = rows
 
     def arrays(self, kind: str) -> Arrays:
         """The arrays of one kind (``x``, ``y``, ``w`` or ``present``), by name."""

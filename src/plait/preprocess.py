@@ -249,14 +249,15 @@ def prepare(spec: Spec, source: Source, valid_source: Source | None,
            "seed": train.seed, "split": split, "part_rows": train.part_rows, "fit_rows": train.fit_rows}
     if states is None:
         path = cache / f"states-{digest(key)}.json"
-        states = cached_states(spec, path, lambda: fit_states(spec, sample(spec, source, split, train.fit_rows)))
+        states = cached_states(spec, path,
+                               lambda: fit_states(spec, sample(spec, source, split, train.fit_rows)))
     folder = cache / f"encoded-{digest({**key, 'states': dump_states(states)})}"
     if not (folder / "meta.json").is_file():
         stored = encode_parts(spec, states, source, valid_source, split, StoredParts(folder))
         write_json(folder / "meta.json", {"parts": stored.report["parts"], "report": stored.report})
     meta = read_json(folder / "meta.json")
-    parts = {kind: [StoredPart(folder / kind / name, rows, weighted) for name, rows, weighted in meta["parts"][kind]]
-             for kind in ("train", "valid")}
+    parts = {kind: [StoredPart(folder / kind / name, rows, weighted)
+                    for name, rows, weighted in meta["parts"][kind]] for kind in ("train", "valid")}
     report = {key: value for key, value in meta["report"].items() if key != "parts"}
     return Prepared(states, parts["train"], parts["valid"], report)
 
@@ -333,7 +334,8 @@ def encode_parts(spec: Spec, states: States, source: Source, valid_source: Sourc
         for data, fraction in [(source, split)] + ([(valid_source, 1.0)] if valid_source else []):
             for file_index, batch_index, table in data.batches(needed_columns(spec)):
                 validation = held_out(spec, table, (file_index, batch_index), fraction)
-                for kind, rows in (("train", np.flatnonzero(~validation)), ("valid", np.flatnonzero(validation))):
+                for kind, rows in (("train", np.flatnonzero(~validation)),
+                                   ("valid", np.flatnonzero(validation))):
                     if not rows.size:
                         continue
                     arrays = training_arrays(spec, states, table if rows.size == table.num_rows

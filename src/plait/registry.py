@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from plait.features.binary import BinaryInput
 from plait.features.category import CategoryInput
+from plait.features.date import DateInput
 from plait.features.image import ImageInput
 from plait.features.number import NumberInput
 from plait.features.sequence import SequenceInput
@@ -25,6 +26,7 @@ INPUT_TYPES = {
     "text": TextInput,
     "image": ImageInput,
     "sequence": SequenceInput,
+    "date": DateInput,
 }
 
 OUTPUT_TYPES = {
@@ -33,4 +35,5 @@ OUTPUT_TYPES = {
     "number": NumberOutput,
 }
 
-MERGES = {merge.model_fields["strategy"].default: merge for merge in (Concat, Add, Average, Multiply, Maximum)}
+MERGES = {merge.model_fields["strategy"].default: merge
+          for merge in (Concat, Add, Average, Multiply, Maximum)}

@@ -181,7 +181,8 @@ class Batcher:
 
 
 def request_schema(predictor: Predictor, max_records: int) -> dict[str, Any]:
-    properties = {name: spec.field_schema() for spec in predictor.spec.inputs for name in spec.source_columns()}
+    properties = {name: spec.field_schema() for spec in predictor.spec.inputs
+                  for name in spec.source_columns()}
     record = {"type": "object", "properties": properties, "additionalProperties": False}
     return {"type": "array", "items": record, "maxItems": max_records}
 

@@ -106,7 +106,8 @@ function control(input, field) {
     return select;
   }
   if (input.widget === "select" || input.widget === "text") {
-    return element("input", {...base, "type": "text", "placeholder": input.example || values.slice(0, 5).join(", ")});
+    const hint = input.example || values.slice(0, 5).join(", ");
+    return element("input", {...base, "type": "text", "placeholder": hint});
   }
   if (input.widget === "textarea") return element("textarea", {...base, "placeholder": "Some text"});
   if (input.widget === "file") return element("input", {...base, "type": "file", "accept": "image/*"});

@@ -185,10 +185,14 @@ def format_errors(error: ValidationError, raw: dict) -> str:
             lines.append(f"  {path}: missing; this key is required")
         elif item["type"] == "value_error":
             lines.append(f"  {path}: {item.get('ctx', {}).get('error', item['msg'])}")
+        elif item["type"] == "union_tag_invalid" and item["loc"][0] == "merge":
+            strategies = ", ".join(map(repr, MERGES))
+            strategies = " or ".join(strategies.rsplit(", ", 1))
+            found = _show(item["ctx"].get("tag"))
+            lines.append(f"  {path}.strategy: found {found}; expected one of {strategies}")
         elif item["type"] == "union_tag_invalid":
-            key = "strategy" if item["loc"][0] == "merge" else "type"
             tags = item.get("ctx", {}).get("expected_tags")
-            lines.append(f"  {path}.{key}: found {_show(item['ctx'].get('tag'))}; expected one of {tags}")
+            lines.append(f"  {path}.type: found {_show(item['ctx'].get('tag'))}; expected one of {tags}")
         elif item["type"] == "union_tag_not_found":
             kinds = INPUT_TYPES if item["loc"][0] == "inputs" else OUTPUT_TYPES
             lines.append(f"  {path}.type: missing; expected one of {', '.join(map(repr, kinds))}")
@@ -212,9 +216,9 @@ def config_path(loc: tuple, raw: Any) -> tuple[str, type[BaseModel] | None] | No
         if model is None or part not in model.model_fields and part not in _aliases(model):
             if part.startswith("list[") and not isinstance(node, list):
                 return None
-            if part in _MODEL_TAGS and isinstance(node, list):
+            if (part in _MODEL_TAGS or part.startswith("tagged-union[")) and isinstance(node, list):
                 return None
-            if part in _TAGS or part in _MODEL_TAGS or part.startswith("list["):
+            if part in _TAGS or part in _MODEL_TAGS or part.startswith(("list[", "tagged-union[")):
                 continue
         owner = model
         path += f".{part}" if path else part
@@ -260,8 +264,10 @@ def _model(annotation: Any, value: Any) -> type[BaseModel] | None:
     models = [a for a in arguments if isinstance(a, type) and issubclass(a, BaseModel)]
     for key in ("type", "strategy"):
         tagged = {m.model_fields[key].default: m for m in models if key in m.model_fields}
-        if isinstance(value, dict) and value.get(key, DEFAULT_STRATEGY if key == "strategy" else None) in tagged:
-            return tagged[value.get(key, DEFAULT_STRATEGY)]
+        default = DEFAULT_STRATEGY if key == "strategy" else None
+        tag = value.get(key, default) if isinstance(value, dict) else None
+        if tag in tagged:
+            return tagged[tag]
     if len(models) == 1:
         return models[0]
     return None

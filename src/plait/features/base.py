@@ -35,6 +35,18 @@ class Encoded:
 
 
 @dataclass
+class Example:
+    """The same values as a file holds them (``columns``) and as a request sends them
+    (``records``), for an input configured by ``config`` (its keys but the name): what the
+    type accepts, shown in its docs and checked in the tests, file against request. The
+    state is fitted on all rows but the last, so a last value may be unseen."""
+
+    config: dict
+    columns: dict[str, pa.Array]
+    records: list[dict]
+
+
+@dataclass
 class Recognised:
     """What ``plait init`` makes of a column: the config entry (without its name), and the
     evidence for it, written as the entry's comment."""
@@ -140,6 +152,11 @@ class InputType(Strict):
         raise NotImplementedError
 
     @classmethod
+    def examples(cls) -> list[Example]:
+        """Values this type accepts, each as a file column and as request records."""
+        raise NotImplementedError
+
+    @classmethod
     def recognise(cls, column: Column) -> Recognised | None:
         """Whether ``plait init`` should make this sampled column (of at least two distinct
         values) an input of this type; None leaves it to the next type."""
@@ -173,3 +190,8 @@ def state_problem(error: ValidationError) -> str:
 
 LABEL_SCHEMA = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}, {"type": "null"}]}
 """A field read by the rule for labels."""
+
+
+def same_values(config: dict, field: str, file: pa.Array, sent: list[Any]) -> Example:
+    """An example of one field: its file column and the JSON values a request sends for it."""
+    return Example(config, {field: file}, [{field: value} for value in sent])

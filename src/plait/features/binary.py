@@ -12,7 +12,7 @@ from pydantic import Field
 from plait.data import Table, json_labels
 from plait.errors import DataError
 from plait.evidence import Column, is_numeric, is_string, shares
-from plait.features.base import LABEL_SCHEMA, Encoded, InputType, Recognised
+from plait.features.base import LABEL_SCHEMA, Encoded, Example, InputType, Recognised, same_values
 from plait.schema import FittedState, StateClass
 
 
@@ -106,6 +106,18 @@ class BinaryInput(InputType):
         if fitted:
             return f"1.0 for {state.levels[1]!r}, 0.0 for {state.levels[0]!r}"
         return "1.0 or 0.0"
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """Two values as text, as integers, as booleans; a third value is an error (the last)."""
+        return [
+            same_values({"type": "binary"}, "a", pa.array(["yes", "no", None, "yes"]),
+                        ["yes", "no", None, "yes"]),
+            same_values({"type": "binary"}, "a", pa.array([0, 1, None, 1, 2], pa.int64()),
+                        [0, 1.0, None, 1, 2]),
+            same_values({"type": "binary", "positive": "false"}, "a", pa.array([True, False, None, False]),
+                        [True, False, None, False]),
+        ]
 
     @classmethod
     def recognise(cls, column: Column) -> Recognised | None:

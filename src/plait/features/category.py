@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 
 from plait.data import Table, json_labels
 from plait.evidence import Column, is_numeric, is_string, markers, shares
-from plait.features.base import LABEL_SCHEMA, Encoded, InputType, Recognised
+from plait.features.base import LABEL_SCHEMA, Encoded, Example, InputType, Recognised, same_values
 from plait.features.vocabulary import fit_vocabulary, lookup
 from plait.schema import FittedState, StateClass
 
@@ -111,6 +111,20 @@ class CategoryInput(InputType):
         if fitted and len(state.vocabulary) <= LISTED:
             return f"1 + the value's position in {state.vocabulary} (0: unseen or missing)"
         return "the category's index in the fitted vocabulary (0: unseen or missing)"
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """Text; integers and whole numbers as their digits, other numbers as their decimal
+        text; booleans as true and false; a value not seen in training (the last)."""
+        return [
+            same_values({"type": "category"}, "a", pa.array(["red", "blue", None, "red", "purple"]),
+                        ["red", "blue", None, "red", "purple"]),
+            same_values({"type": "category"}, "a", pa.array([1.0, 2.5, None, 3.0, 4.0]),
+                        [1, 2.5, None, 3.0, 4]),
+            same_values({"type": "category", "encoding": "onehot"}, "a", pa.array([True, False, None, True]),
+                        [True, False, None, True]),
+            same_values({"type": "category"}, "a", pa.array([7, 8, None, 9], pa.int64()), [7, 8.0, None, 9]),
+        ]
 
     @classmethod
     def recognise(cls, column: Column) -> Recognised | None:

@@ -18,7 +18,7 @@ from pydantic import Field
 from plait.data import Table
 from plait.errors import DataError
 from plait.evidence import Column, is_string
-from plait.features.base import Encoded, InputType, Recognised
+from plait.features.base import Encoded, Example, InputType, Recognised, same_values
 from plait.schema import FittedState, StateClass, Strict, Units
 
 IMAGE_PATH = r"\.(png|jpe?g|gif|bmp|webp|tiff?)$"
@@ -201,6 +201,22 @@ class ImageInput(InputType):
         return "pixels scaled to [0, 1]"
 
     @classmethod
+    def examples(cls) -> list[Example]:
+        """PNG images: bytes in a file, base64 text (or a ``data:`` URL) in a request."""
+        from PIL import Image
+
+        images = []
+        for shade in (0, 90, 180, 255):
+            buffer = io.BytesIO()
+            Image.new("RGB", (6, 4), (shade, 255 - shade, shade // 2)).save(buffer, format="PNG")
+            images.append(buffer.getvalue())
+        sent: list[Any] = [base64.b64encode(image).decode("ascii") for image in images]
+        sent[1] = "data:image/png;base64," + sent[1]
+        file = pa.array(images[:2] + [None] + images[2:], pa.binary())
+        return [same_values({"type": "image", "size": [4, 4], "encoder": {"filters": [2]}}, "a", file,
+                            sent[:2] + [None] + sent[2:])]
+
+    @classmethod
     def recognise(cls, column: Column) -> Recognised | None:
         """Paths ending in an image extension (90% of them), or bytes of PNG, JPEG, GIF, BMP,
         WebP or TIFF images."""
@@ -210,14 +226,17 @@ class ImageInput(InputType):
             if sum(head.startswith(IMAGE_MAGIC) for head in heads) < 0.9 * len(heads):
                 return None
             keys, seen = image_keys(io.BytesIO(column.values[0].as_py()), Path("."))
-            return Recognised({"type": "image", **keys}, f"{column.count:,} encoded images; {seen}{column.gaps}")
+            return Recognised({"type": "image", **keys},
+                              f"{column.count:,} encoded images; {seen}{column.gaps}")
         if not is_string(kind):
             return None
         strings = column.values.cast(pa.string())
-        if pc.mean(pc.match_substring_regex(pc.utf8_lower(strings), IMAGE_PATH).cast(pa.float64())).as_py() < 0.9:
+        paths = pc.match_substring_regex(pc.utf8_lower(strings), IMAGE_PATH)
+        if pc.mean(paths.cast(pa.float64())).as_py() < 0.9:
             return None
         keys, seen = image_keys(strings[0].as_py(), column.base_dir)
-        return Recognised({"type": "image", **keys}, f"{column.count:,} image file paths; {seen}{column.gaps}")
+        return Recognised({"type": "image", **keys},
+                          f"{column.count:,} image file paths; {seen}{column.gaps}")
 
 
 def image_bytes(value: Any) -> bytes:

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from plait.data import Table
 from plait.evidence import Column, is_numeric, number_text
-from plait.features.base import Encoded, InputType, Recognised
+from plait.features.base import Encoded, Example, InputType, Recognised, same_values
 from plait.schema import FittedState, StateClass
 
 
@@ -94,6 +94,18 @@ class NumberInput(InputType):
                     f"value counts as {state.fill:.6g}")
         scaled = {"standard": "standardised", "minmax": "scaled to [0, 1]", "none": "as given"}[self.scale]
         return f"one number, {scaled} (missing values filled)"
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """Numbers; text holding numbers (as a CSV column with a blank cell gives them);
+        booleans read as 1 and 0."""
+        return [
+            same_values({"type": "number"}, "a", pa.array([1.5, 2.0, None, -3.0]), [1.5, 2, None, -3]),
+            same_values({"type": "number", "scale": "minmax"}, "a", pa.array(["1.5", " 2", "", None, "7"]),
+                        ["1.5", 2, "", None, " 7 "]),
+            same_values({"type": "number", "fill": "zero"}, "a", pa.array([True, False, None, True]),
+                        [True, False, None, 1]),
+        ]
 
     @classmethod
     def recognise(cls, column: Column) -> Recognised | None:

@@ -12,7 +12,7 @@ from pydantic import Field
 from plait.data import Table, json_lists
 from plait.errors import DataError
 from plait.evidence import Column
-from plait.features.base import Encoded, InputType, Recognised
+from plait.features.base import Encoded, Example, InputType, Recognised, same_values
 from plait.features.encoders import SequenceEncoder
 from plait.features.lists import counts, flatten, list_depth, numeric_lists, positions
 from plait.schema import FittedState, StateClass
@@ -138,6 +138,19 @@ class SequenceInput(InputType):
     def describe_array(self, state: SequenceState, fitted: bool) -> str:
         scaled = "standardised" if self.scale == "standard" else "as given"
         return f"{state.steps} steps of {state.features} numbers each, {scaled}, zero-padded at the end"
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """Steps of several numbers, rows of different lengths (cut to ``steps`` or padded),
+        and steps of one number given as plain numbers."""
+        return [
+            same_values({"type": "sequence", "steps": 3}, "a",
+                        pa.array([[[1.0, 0.0], [2.0, 1.0]], [[3.0, 2.0]], None, [[0.0, 1.0]] * 4]),
+                        [[[1, 0], [2, 1]], [[3, 2]], None, [[0, 1]] * 4]),
+            same_values({"type": "sequence", "encoder": {"kind": "gru", "units": 4}}, "a",
+                        pa.array([[1.0, 2.0, 3.0], [4.0], None, [5.0, 6.0]]),
+                        [[1, 2, 3], [4], None, [5.0, 6]]),
+        ]
 
     @classmethod
     def recognise(cls, column: Column) -> Recognised | None:

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from plait.data import Table, json_labels
 from plait.evidence import Column, is_string
-from plait.features.base import LABEL_SCHEMA, Encoded, InputType, Recognised
+from plait.features.base import LABEL_SCHEMA, Encoded, Example, InputType, Recognised, same_values
 from plait.features.encoders import SequenceEncoder
 from plait.features.lists import positions
 from plait.features.vocabulary import fit_vocabulary, lookup
@@ -180,6 +180,17 @@ class TextInput(InputType):
 
     def describe_array(self, state: TextState, fitted: bool) -> str:
         return "word ids (0: padding, 1: unknown word, then the fitted vocabulary)"
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """Text, with an empty text, a missing one and unseen words (the last); numbers as
+        their text."""
+        texts = ["A good fit!", "too small", None, "", "fine fabric, good fit", "brand new words"]
+        return [
+            same_values({"type": "text", "length": 4}, "a", pa.array(texts), texts),
+            same_values({"type": "text", "length": 2, "encoder": {"kind": "cnn", "kernel_size": 2}}, "a",
+                        pa.array([1.0, 2.5, None, 3.0]), [1, 2.5, None, 3]),
+        ]
 
     @classmethod
     def recognise(cls, column: Column) -> Recognised | None:

@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from plait.data import Table, json_lists, json_numbers
 from plait.errors import DataError
 from plait.evidence import Column
-from plait.features.base import Encoded, InputType, Recognised
+from plait.features.base import Encoded, Example, InputType, Recognised, same_values
 from plait.features.lists import counts, flatten, list_depth, numeric_lists
 from plait.schema import FittedState, StateClass
 
@@ -161,6 +161,21 @@ class VectorInput(InputType):
         scaled = {"standard": "standardised", "minmax": "scaled to [0, 1]", "none": "as given"}[self.scale]
         reduced = f"; the model takes their {self.reduce}" if self.reduce != "none" else ""
         return f"{state.size} numbers, each {scaled}{reduced}"
+
+    @classmethod
+    def examples(cls) -> list[Example]:
+        """A list column (integers and floats alike), nested lists with ``shape``, and
+        several numeric columns (text holding numbers included)."""
+        columns = {"v0": pa.array([1.0, None, 2.0, None, 4.0]), "v1": pa.array(["3", "1.5", None, None, "2"])}
+        records = [{"v0": 1, "v1": "3"}, {"v0": None, "v1": 1.5}, {"v0": 2.0}, {}, {"v0": 4, "v1": "2"}]
+        return [
+            same_values({"type": "vector"}, "a", pa.array([[1, 2], [3, 4], None, [5, 6]]),
+                        [[1, 2], [3.0, 4], None, [5, 6]]),
+            same_values({"type": "vector", "shape": [2, 2], "scale": "minmax"}, "a",
+                        pa.array([[[1.0, 2.0], [0.0, 1.0]], None, [[3.0, 4.0], [5.0, 6.0]]]),
+                        [[[1, 2], [0, 1]], None, [[3, 4], [5, 6]]]),
+            Example({"type": "vector", "columns": ["v0", "v1"]}, columns, records),
+        ]
 
     @classmethod
     def recognise(cls, column: Column) -> Recognised | None:

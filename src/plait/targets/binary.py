@@ -169,7 +169,8 @@ class BinaryOutput(OutputType):
 
     def notes(self, scores: dict) -> list[str]:
         chosen_by = scores.get("threshold_by", "fixed")
-        known = {"fixed": "fixed in the config", "default": "the default; no validation split to choose it on"}
+        known = {"fixed": "fixed in the config",
+                 "default": "the default; no validation split to choose it on"}
         origin = known.get(chosen_by, f"chosen on the validation split for the best {chosen_by}")
         return [f"Decision threshold {scores['threshold']:.4f} ({origin})."]
 
