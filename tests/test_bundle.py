@@ -84,6 +84,27 @@ def test_a_changed_file_is_refused_by_its_checksum(copy: Path, name: str) -> Non
                                  "changed or damaged after saving")
 
 
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda states: states["island"].pop("vocabulary"), "states.island.vocabulary: Field required"),
+    (lambda states: states["body_mass_g"].update(divide="heavy"),
+     "states.body_mass_g.divide: Input should be a valid number"),
+    (lambda states: states["species"].update(colour="red"),
+     "states.species.colour: Extra inputs are not permitted"),
+    (lambda states: states.pop("sex"), "no fitted state for 'sex'"),
+])
+def test_a_fitted_state_is_validated_by_its_type_when_a_bundle_loads(copy: Path, change: object,
+                                                                     expected: str) -> None:
+    from plait.bundle import update
+
+    state = json.loads((copy / "state.json").read_text())
+    change(state["states"])
+    update(copy, {"state.json": json.dumps(state).encode()})  # checksums match: only the content is wrong
+    with pytest.raises(BundleError) as caught:
+        plait.load(copy)
+    assert str(caught.value).startswith(f"{copy / 'state.json'}: ")
+    assert expected in str(caught.value)
+
+
 def test_a_missing_file_or_manifest_is_refused(copy: Path, tmp_path: Path) -> None:
     (copy / "history.json").unlink()
     with pytest.raises(BundleError, match=r"history.json is missing; the bundle is incomplete"):
