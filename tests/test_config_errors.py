@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from plait.encoders import SEQUENCE_ENCODERS
 from plait.errors import ConfigError, PlaitError
 from plait.spec import Spec, load_spec
 
@@ -148,7 +149,7 @@ def test_every_problem_is_reported_at_once() -> None:
          ["column", "from", "layers", "loss", "name", "type", "weight"]),
         ({"inputs": [{"name": "a", "type": "text", "encoder": {"kind": "gru", "unit": 3}},
                      {"name": "b", "type": "number"}]},
-         "inputs[0].encoder.unit", ["bidirectional", "filters", "kernel_size", "kind", "units"]),
+         "inputs[0].encoder.unit", ["bidirectional", "kind", "units"]),
         ({"heads": {}}, "heads", ["head", "inputs", "merge", "outputs", "train"]),
     ],
 )
@@ -163,10 +164,17 @@ def test_unknown_keys_list_the_keys_allowed(parts: dict, line: str, allowed: lis
 
 
 def test_unknown_encoder_kind() -> None:
-    text = problems(config(inputs=[{"name": "a", "type": "text", "encoder": {"kind": "transformer"}},
+    text = problems(config(inputs=[{"name": "a", "type": "text", "encoder": {"kind": "capsule"}},
                                    {"name": "b", "type": "number"}]))
-    assert ("inputs[0].encoder.kind: found 'transformer'; expected one of 'mean', 'cnn', 'lstm', "
-            "'gru' or 'flatten'") in text
+    kinds = " or ".join(", ".join(f"'{kind}'" for kind in SEQUENCE_ENCODERS).rsplit(", ", 1))
+    assert f"inputs[0].encoder.kind: found 'capsule'; expected one of {kinds}" in text
+    assert "'lstm'" in kinds and "'gru'" in kinds
+
+
+def test_an_encoder_key_its_kind_does_not_have_is_refused() -> None:
+    text = problems(config(inputs=[{"name": "a", "type": "text", "encoder": {"units": 16}},
+                                   {"name": "b", "type": "number"}]))
+    assert "inputs[0].encoder.units: unknown key; allowed keys here: kind" in text
 
 
 def test_vector_shape_with_a_bad_dimension() -> None:

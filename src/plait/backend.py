@@ -36,7 +36,9 @@ def load_keras_model(file: Path) -> Any:
     """``keras.saving.load_model`` in safe mode. On JAX the variables are created inside a
     stateless scope, so their initializers (one compiled random op per weight shape, seconds
     in all) never run for values the file then replaces; any variable the file leaves out is
-    initialized as usual."""
+    initialized as usual. plait's own layers are registered first."""
+    import plait.layers  # noqa: F401
+
     if keras.backend.backend() != "jax":
         return keras.saving.load_model(file, safe_mode=True, compile=False)
     # keras.src: the list of variables waiting for their initializers is not public.

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from plait.errors import PlaitError
+from plait.layers import is_custom
 from plait.spec import Spec
 
 RESERVED = {"keras", "layers", "model", "os", "WEIGHTS"}
@@ -267,7 +268,18 @@ class _Writer:
                  "from keras import layers  # noqa: E402"]
         if weights is not None:
             lines += ["", f"WEIGHTS = {_literal(str(weights))}"]
-        return lines
+        return lines + self.custom_layers()
+
+    def custom_layers(self) -> list[str]:
+        """The source of each of plait's own layers the model uses, so the script needs
+        only Keras."""
+        used = list(dict.fromkeys(type(layer) for layer in self.model.layers if is_custom(type(layer))))
+        if not used:
+            return []
+        lines = ["", "", "# plait's own layers used below, written out so that this script needs only Keras."]
+        for cls in used:
+            lines += ["", "", *inspect.getsource(cls).rstrip().splitlines()]
+        return lines + [""]
 
     def footer(self, weights: str | Path | None) -> list[str]:
         inputs = {name: self.names[id(self.model.input[name])] for name in self._input_names()}
@@ -350,9 +362,10 @@ def _layer_call(layer: Any, named: bool = True) -> str:
     import keras
 
     cls = type(layer)
-    if getattr(keras.layers, cls.__name__, None) is not cls:
-        raise CodegenError(f"layer {layer.name!r} is a {cls.__module__}.{cls.__name__}, not a "
-                           "built-in Keras layer; plait code writes built-in layers only")
+    custom = is_custom(cls)
+    if getattr(keras.layers, cls.__name__, None) is not cls and not custom:
+        raise CodegenError(f"layer {layer.name!r} is a {cls.__module__}.{cls.__name__}, neither a "
+                           "built-in Keras layer nor one of plait's own (plait.layers)")
     config = layer.get_config()
     if cls.__name__ == "Bidirectional":
         arguments = [_layer_call(layer.forward_layer, named=False)]
@@ -369,7 +382,7 @@ def _layer_call(layer: Any, named: bool = True) -> str:
         arguments.append(written if shown and key == first and not arguments else f"{key}={written}")
     if named:
         arguments.append(f"name={_literal(layer.name)}")
-    return f"layers.{cls.__name__}({', '.join(arguments)})"
+    return f"{'' if custom else 'layers.'}{cls.__name__}({', '.join(arguments)})"
 
 
 def _required(cls: type, config: dict) -> tuple[list[str], set[str], dict]:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from plait.encoders import SEQUENCE_ENCODERS
 from plait.errors import ConfigError
 from plait.merges import Concat, Merge
 from plait.registry import INPUT_TYPES, MERGES, OUTPUT_TYPES
@@ -190,6 +191,9 @@ def format_errors(error: ValidationError, raw: dict) -> str:
             strategies = " or ".join(strategies.rsplit(", ", 1))
             found = _show(item["ctx"].get("tag"))
             lines.append(f"  {path}.strategy: found {found}; expected one of {strategies}")
+        elif item["type"] == "union_tag_invalid" and path.endswith("encoder"):
+            kinds = " or ".join(", ".join(map(repr, SEQUENCE_ENCODERS)).rsplit(", ", 1))
+            lines.append(f"  {path}.kind: found {_show(item['ctx'].get('tag'))}; expected one of {kinds}")
         elif item["type"] == "union_tag_invalid":
             tags = item.get("ctx", {}).get("expected_tags")
             lines.append(f"  {path}.type: found {_show(item['ctx'].get('tag'))}; expected one of {tags}")
@@ -205,14 +209,14 @@ def format_errors(error: ValidationError, raw: dict) -> str:
 def config_path(loc: tuple, raw: Any) -> tuple[str, type[BaseModel] | None] | None:
     """The dotted path of a pydantic location without union tags, and the model owning its
     last key; None for an error from a union member that does not match the value's shape."""
-    path, node, annotation, owner = "", raw, Spec, None
+    path, node, annotation, owner, default = "", raw, Spec, None, None
     for part in loc:
         if isinstance(part, int):
             path += f"[{part}]"
             annotation = _element(annotation)
             node = node[part] if isinstance(node, list) and part < len(node) else None
             continue
-        model = _model(annotation, node)
+        model = _model(annotation, node, default)
         if model is None or part not in model.model_fields and part not in _aliases(model):
             if part.startswith("list[") and not isinstance(node, list):
                 return None
@@ -222,17 +226,25 @@ def config_path(loc: tuple, raw: Any) -> tuple[str, type[BaseModel] | None] | No
                 continue
         owner = model
         path += f".{part}" if path else part
-        annotation = _field_annotation(model, part)
+        annotation, default = _field_annotation(model, part), _field_default(model, part)
         node = node.get(part) if isinstance(node, dict) else None
     return path or "config", owner
 
 
 _MODEL_TAGS = {"EarlyStopping", "Head", "Train"}
-_TAGS = set(INPUT_TYPES) | set(OUTPUT_TYPES) | set(MERGES)
+_TAGS = set(INPUT_TYPES) | set(OUTPUT_TYPES) | set(MERGES) | set(SEQUENCE_ENCODERS)
 
 
 def _aliases(model: type[BaseModel]) -> set[str]:
     return {field.alias for field in model.model_fields.values() if field.alias}
+
+
+def _field_default(model: type[BaseModel] | None, key: str) -> Any:
+    """The default value of a field, for telling which member of a union a key-less block is."""
+    field = model.model_fields.get(key) if model is not None else None
+    if field is None or field.default_factory is None:
+        return None if field is None else field.default
+    return field.default_factory()
 
 
 def _field_annotation(model: type[BaseModel] | None, key: str) -> Any:
@@ -254,18 +266,19 @@ def _element(annotation: Any) -> Any:
     return None
 
 
-def _model(annotation: Any, value: Any) -> type[BaseModel] | None:
-    """The model class an annotation means for this value."""
+def _model(annotation: Any, value: Any, default: Any = None) -> type[BaseModel] | None:
+    """The model class an annotation means for this value (a block that leaves out its tag
+    is the member its field's ``default`` is)."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     arguments = typing.get_args(annotation)
     if typing.get_origin(annotation) is Annotated:
-        return _model(arguments[0], value)
+        return _model(arguments[0], value, default)
     models = [a for a in arguments if isinstance(a, type) and issubclass(a, BaseModel)]
-    for key in ("type", "strategy"):
+    for key in ("type", "strategy", "kind"):
         tagged = {m.model_fields[key].default: m for m in models if key in m.model_fields}
-        default = DEFAULT_STRATEGY if key == "strategy" else None
-        tag = value.get(key, default) if isinstance(value, dict) else None
+        fallback = getattr(default, key, DEFAULT_STRATEGY if key == "strategy" else None)
+        tag = value.get(key, fallback) if isinstance(value, dict) else None
         if tag in tagged:
             return tagged[tag]
     if len(models) == 1:

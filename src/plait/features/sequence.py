@@ -10,10 +10,11 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from plait.data import Table, json_lists
+from plait.encoders import encoder_field
+from plait.encoders.recurrent import LSTMEncoder
 from plait.errors import DataError
 from plait.evidence import Column
 from plait.features.base import Encoded, Example, InputType, Recognised, same_values
-from plait.features.encoders import SequenceEncoder
 from plait.features.lists import counts, flatten, list_depth, numeric_lists, positions
 from plait.schema import FittedState, StateClass
 
@@ -43,7 +44,7 @@ class SequenceInput(InputType):
     steps: int | None = Field(default=None, gt=0)
     features: int | None = Field(default=None, gt=0)
     scale: Literal["standard", "none"] = "standard"
-    encoder: SequenceEncoder = Field(default_factory=lambda: SequenceEncoder(kind="lstm"))
+    encoder: encoder_field("lstm") = Field(default_factory=LSTMEncoder)  # type: ignore[valid-type]
 
     State: ClassVar[StateClass] = SequenceState
     accepts: ClassVar[str] = ("a list of steps, each a list of numbers (or a number when there is one "

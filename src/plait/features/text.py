@@ -10,9 +10,10 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from plait.data import Table, json_labels
+from plait.encoders import encoder_field
+from plait.encoders.pooling import MeanEncoder
 from plait.evidence import Column, is_string
 from plait.features.base import LABEL_SCHEMA, Encoded, Example, InputType, Recognised, same_values
-from plait.features.encoders import SequenceEncoder
 from plait.features.lists import positions
 from plait.features.vocabulary import fit_vocabulary, lookup
 from plait.schema import FittedState, StateClass
@@ -109,7 +110,7 @@ class TextInput(InputType):
     min_frequency: int = Field(default=1, ge=1)
     embedding_dim: int = Field(default=32, gt=0, le=4096)
     lowercase: bool = True
-    encoder: SequenceEncoder = Field(default_factory=SequenceEncoder)
+    encoder: encoder_field("mean") = Field(default_factory=MeanEncoder)  # type: ignore[valid-type]
 
     input_dtype: ClassVar[str] = "int32"
     State: ClassVar[StateClass] = TextState
