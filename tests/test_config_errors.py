@@ -92,7 +92,7 @@ def test_merge_node_may_only_name_earlier_nodes() -> None:
 def test_unknown_strategy_lists_strategies() -> None:
     text = problems(config(merge={"strategy": "concatenate"}))
     assert ("merge.strategy: found 'concatenate'; expected one of 'concat', 'add', 'average', "
-            "'multiply' or 'maximum'") in text
+            "'multiply', 'maximum', 'attention' or 'gated'") in text
 
 
 @pytest.mark.parametrize(
@@ -301,7 +301,7 @@ def test_a_yaml_config_round_trips(tmp_path: Path) -> None:
     path.write_text(spec.to_yaml())
     assert load_spec(path) == spec
     assert load_spec(path).to_dict()["merge"] == {"name": "merged", "strategy": "add", "inputs": None,
-                                                  "project": 8}
+                                                  "project": 8, "modality_dropout": 0.0}
 
 
 def test_early_stopping_true_means_defaults() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -266,6 +267,41 @@ def test_digits_pixels_become_one_vector_and_the_label_a_category() -> None:
     assert len(found["f_vector"]["columns"]) == 64
     assert found["f64"]["type"] == "category"
     assert "(all 1,797 rows read)" in text
+
+
+def test_fixed_length_lists_whose_neighbours_correlate_are_series_the_rest_vectors() -> None:
+    from plait.evidence import Column
+    from plait.features.vector import VectorInput
+
+    rng = np.random.default_rng(6)
+    rows, steps = 80, np.arange(64)
+
+    def wave() -> np.ndarray:
+        return np.sin(2 * np.pi * steps / rng.uniform(10, 40) + rng.uniform(0, 6)) + rng.normal(0, 0.1, 64)
+
+    table = pa.table({
+        "ecg": pa.array([wave().tolist() for _ in range(rows)], pa.list_(pa.float64())),
+        "motion": pa.array([np.column_stack([wave(), wave(), wave()]).tolist() for _ in range(rows)],
+                           pa.list_(pa.list_(pa.float64()))),
+        "embedding": pa.array([rng.normal(size=64).tolist() for _ in range(rows)], pa.list_(pa.float64())),
+        "short": pa.array([wave()[:8].tolist() for _ in range(rows)], pa.list_(pa.float64())),
+        "y": rng.integers(0, 2, rows),
+    })
+    text = infer_config(table, ["y"])
+    found = entries(text)
+    series = {"type": "sequence", "scale": "series", "encoder": {"kind": "inception"}}
+    assert found["ecg"] == {"name": "ecg", **series, "features": 1}
+    assert found["motion"] == {"name": "motion", **series, "features": 3}
+    assert re.search(r"lists of 64 numbers in every row, neighbours correlate \(mean lag-1 "
+                     r"autocorrelation 0\.9\d\): a series$", comment_above(text, "ecg"))
+    assert "64 steps of 3 numbers in every row, neighbouring steps correlate" in comment_above(text, "motion")
+    # numbers in no order, and lists too short to tell, stay vectors
+    assert found["embedding"] == {"name": "embedding", "type": "vector", "size": 64}
+    assert found["short"] == {"name": "short", "type": "vector", "size": 8}
+    assert comment_above(text, "embedding").endswith("'embedding': lists of 64 numbers in every row")
+    # vector leaves a series to sequence whichever of the two is asked first
+    ecg = Column("ecg", table.column("ecg"), rows, rows, "", ROOT)
+    assert VectorInput.recognise(ecg) is None
 
 
 def test_init_command_writes_once_and_refuses_to_overwrite(tmp_path: Path) -> None:

@@ -352,7 +352,8 @@ def test_lambda_merge_is_refused_with_the_strategies() -> None:
     config = seed_config("002-3")
     config["merge"] = {"strategy": "lambda"}
     with pytest.raises(ConfigError, match=r"merge.strategy: found 'lambda'; expected one of 'concat', "
-                                          r"'add', 'average', 'multiply' or 'maximum'"):
+                                          r"'add', 'average', 'multiply', 'maximum', 'attention' or "
+                                          r"'gated'"):
         load_spec(config)
 
 

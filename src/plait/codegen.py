@@ -159,11 +159,12 @@ class _Writer:
             if _is_input(layer):
                 lines += self.input_line(layer)
                 continue
-            call, tensors, listed = _arguments(layer)
+            call, tensors, form = _arguments(layer)
             inputs = [self.names[id(t)] for t in tensors]
-            argument = f"[{', '.join(inputs)}]" if listed else inputs[0]
+            written = {"list": f"[{', '.join(inputs)}]", "positional": ", ".join(inputs)}
+            argument = written.get(form, inputs[0])
             variable = self.assign(layer, kind, owner, tensors)
-            lines += _wrap(f"{variable} = ", _layer_call(layer), argument, listed)
+            lines += _wrap(f"{variable} = ", _layer_call(layer), argument, form == "list")
         return lines
 
     def title(self, kind: str, owner: str) -> str:
@@ -331,21 +332,28 @@ def _non_input(layers: list[Any]) -> list[Any]:
     return [layer for layer in layers if not _is_input(layer)]
 
 
-def _arguments(layer: Any) -> tuple[Any, list[Any], bool]:
-    """The node calling this layer, the tensors it reads, and whether they came as a list."""
+def _arguments(layer: Any) -> tuple[Any, list[Any], str]:
+    """The node calling this layer, the tensors it reads, and how they were passed: ``one``
+    tensor, a ``list`` of them (merge layers), or several ``positional`` ones (attention's
+    query and value)."""
+    import keras
+
     if _is_input(layer):
-        return None, [], False
+        return None, [], "one"
     nodes = layer._inbound_nodes
     if len(nodes) != 1:
         raise CodegenError(f"layer {layer.name!r} is called {len(nodes)} times; plait code writes "
                            "layers called once")
     node = nodes[0]
     args, kwargs = node.arguments.args, node.arguments.kwargs
-    if len(args) != 1 or set(kwargs) - {"mask", "training"}:
+    several = len(args) > 1 and all(isinstance(arg, keras.KerasTensor) for arg in args)
+    if not args or (len(args) > 1 and not several) or set(kwargs) - {"mask", "training"}:
         raise CodegenError(f"layer {layer.name!r} is called with arguments plait code cannot write")
+    if several:
+        return node, list(args), "positional"
     first = args[0]
     listed = isinstance(first, (list, tuple))
-    return node, list(first) if listed else [first], listed
+    return node, list(first) if listed else [first], "list" if listed else "one"
 
 
 def _topological(layers: list[Any]) -> bool:

@@ -11,6 +11,9 @@ Two ways of taking an input away, both on the model's encoded inputs (nothing is
 
 Each output is scored with its type's ``importance_metric`` (ROC-AUC for binary, accuracy for
 category, R² for number); a drop is positive when the model gets worse.
+
+A ``gated`` merge weighs its branches row by row; ``gates`` reports each such node's mean
+weight per branch over the explained rows.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ def importance(model: Any, parts: list[Part], data: str, *, repeats: int = 5, se
 
     Returns a JSON-able dict: ``metrics`` (the metric per output), ``reference`` (its value
     with every input intact) and, per input and output, ``permutation`` and ``switch_off``
-    drops (``mean``, ``std``, and the ``runs``).
+    drops (``mean``, ``std``, and the ``runs``); with gated merge nodes, also ``gates``
+    (see ``gate_weights``).
     """
     if repeats < 1:
         raise DataError(f"repeats: found {repeats}; expected at least 1")
@@ -64,7 +68,40 @@ def importance(model: Any, parts: list[Part], data: str, *, repeats: int = 5, se
             }
             for out, metric in scorer.metrics.items()
         }
+    gates = gate_weights(model, x)
+    if gates:
+        result["gates"] = gates
     return result
+
+
+def gate_weights(model: Any, x: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """For each gated merge node of a fitted ``model``, the mean weight its gate gives each
+    branch over the rows of the encoded inputs ``x``: ``{node: {branch: weight}}``, the
+    weights of a node summing to 1. Empty when the model has no gated node.
+
+    The weights say where the gate leans, not how much a branch matters: a gate can also
+    switch per row (its mean then hides a choice), or stay near equal weights while the
+    layers around it do the fitting. The permutation and switch-off drops measure importance.
+    """
+    import keras
+
+    from plait.merges import Gated
+
+    keras_model = model.keras_model
+    found = {layer.name for layer in keras_model.layers}
+    gated = [node for node in model.spec.merge_nodes
+             if isinstance(node, Gated) and node.gate_layer in found]
+    if not gated:
+        return {}
+    # one model for every gate, so the shared branches run once per batch
+    probe = keras.Model(keras_model.input, {node.name: keras_model.get_layer(node.gate_layer).output
+                                            for node in gated})
+    weights = probe.predict({name: x[name] for name in keras_model.input}, verbose=0,
+                            batch_size=model.spec.train.batch_size)
+    return {node.name: {source: float(mean) for source, mean in
+                        zip(model.spec.node_sources(node), weights[node.name].mean(axis=0), strict=True)}
+            for node in gated}
+
 
 
 class Scorer:

@@ -32,7 +32,7 @@ def build(spec: Spec, states: dict[str, Any]) -> Any:
             tensors[node.name] = tensors[sources[0]]
             continue
         branches = {source: tensors[source] for source in sources}
-        tensors[node.name] = node.build(branches, spec.merge_path(index))
+        tensors[node.name] = node.build(branches, spec.merge_path(index), optional=set(masks))
     trunk = None
     outputs = {}
     for out in spec.outputs:

@@ -13,7 +13,7 @@ from plait.features.number import NumberInput
 from plait.features.sequence import SequenceInput
 from plait.features.text import TextInput
 from plait.features.vector import VectorInput
-from plait.merges import Add, Average, Concat, Maximum, Multiply
+from plait.merges import Add, Attention, Average, Concat, Gated, Maximum, Multiply
 from plait.targets.binary import BinaryOutput
 from plait.targets.category import CategoryOutput
 from plait.targets.number import NumberOutput
@@ -36,4 +36,4 @@ OUTPUT_TYPES = {
 }
 
 MERGES = {merge.model_fields["strategy"].default: merge
-          for merge in (Concat, Add, Average, Multiply, Maximum)}
+          for merge in (Concat, Add, Average, Multiply, Maximum, Attention, Gated)}

@@ -147,7 +147,19 @@ def _importance_section(result: dict | None, images: dict[str, bytes]) -> str:
             f"(its training-set default in every row; spread over {result['repeats']} bootstrap "
             "resamples). Larger means the model relies on it more.</p>"
             + _table(["input", "output", "metric", "permuted: drop ± sd", "switched off: drop ± sd"], rows)
-            + _figure(images["importance.png"], "per-input importance"))
+            + _figure(images["importance.png"], "per-input importance") + _gates(result))
+
+
+def _gates(result: dict) -> str:
+    """The mean weight each gated merge node gives each of its branches, when there are any."""
+    gates = result.get("gates") or {}
+    if not gates:
+        return ""
+    rows = [[_e(node), _e(branch), _number(float(weight))]
+            for node, weights in gates.items() for branch, weight in weights.items()]
+    return ("<h3>Gate weights</h3><p class=\"note\">Mean weight each gated merge node gives each "
+            f"branch over the same {result['rows']} rows (each node's weights sum to 1).</p>"
+            + _table(["merge node", "branch", "mean weight"], rows))
 
 
 def _model_section(model: Any, images: dict[str, bytes]) -> str:

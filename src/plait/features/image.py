@@ -8,19 +8,22 @@ import io
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from plait.data import Table
+from plait.encoders.pretrained import PretrainedImageEncoder, handed_to_encoder
 from plait.errors import DataError
 from plait.evidence import Column, is_string
 from plait.features.base import Encoded, Example, InputType, Recognised, same_values
 from plait.schema import FittedState, StateClass, Strict, Units
 
+INLINE_DECODES = 8
+"""Up to this many images (a request's) are decoded in the calling thread."""
 IMAGE_PATH = r"\.(png|jpe?g|gif|bmp|webp|tiff?)$"
 IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 
@@ -61,6 +64,13 @@ class ConvEncoder(Strict):
         return layers.Flatten(name=f"{name}_flatten")(x)
 
 
+ImageEncoder = Annotated[
+    Annotated[Union[ConvEncoder, PretrainedImageEncoder], Field(discriminator="kind")],  # noqa: UP007
+    BeforeValidator(lambda value: {"kind": "cnn", **value} if isinstance(value, dict) else value),
+]
+"""An image ``encoder``: convolutions (``kind: cnn``, the default) or a pretrained backbone."""
+
+
 class ImageInput(InputType):
     """Images resized to ``size`` [height, width] with ``channels`` 1 (grey) or 3 (RGB),
     pixel values scaled to [0, 1].
@@ -79,7 +89,7 @@ class ImageInput(InputType):
     size: list[Units] = Field(default_factory=lambda: [64, 64], min_length=2, max_length=2)
     channels: Literal[1, 3] = 3
     max_pixels: int = Field(default=40_000_000, gt=0)
-    encoder: ConvEncoder = Field(default_factory=ConvEncoder)
+    encoder: ImageEncoder = Field(default_factory=ConvEncoder)
 
     State: ClassVar[StateClass] = FittedState
     accepts: ClassVar[str] = "base64 image data (PNG, JPEG, ...) or a data: URL, or null"
@@ -114,8 +124,11 @@ class ImageInput(InputType):
                 return np.zeros(self.input_shape(state), np.float32)
             return self.decode(items[row], kind, table, row)
 
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            images = list(pool.map(load, range(len(items)), chunksize=64))
+        if len(items) <= INLINE_DECODES:  # starting threads costs more than a few decodes
+            images = [load(row) for row in range(len(items))]
+        else:
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                images = list(pool.map(load, range(len(items)), chunksize=64))
         stacked = np.stack(images) if images else np.zeros((0, *self.input_shape(state)), np.float32)
         return Encoded(stacked, missing)
 
@@ -237,6 +250,12 @@ class ImageInput(InputType):
         keys, seen = image_keys(strings[0].as_py(), column.base_dir)
         return Recognised({"type": "image", **keys},
                           f"{column.count:,} image file paths; {seen}{column.gaps}")
+
+    # -- pretrained encoders: `encoder: {kind: pretrained}` embeds the image itself, before the
+    # model (plait.encoders.pretrained); these methods are then the encoder's -----------------
+    (fit, encode, load_state, placeholder_state, input_shape, encoding_layers, neutral, schema_details,
+     describe_array) = handed_to_encoder(fit, encode, InputType.load_state, placeholder_state, input_shape,
+                                         encoding_layers, neutral, schema_details, describe_array)
 
 
 def image_bytes(value: Any) -> bytes:

@@ -7,11 +7,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from plait.data import Table, json_labels
 from plait.encoders import encoder_field
+from plait.encoders.bag import BagEncoder, BagState
 from plait.encoders.pooling import MeanEncoder
+from plait.encoders.pretrained import dtype_handed_to_encoder, handed_to_encoder
+from plait.errors import DataError
 from plait.evidence import Column, is_string
 from plait.features.base import LABEL_SCHEMA, Encoded, Example, InputType, Recognised, same_values
 from plait.features.lists import positions
@@ -86,10 +89,12 @@ def word_bounds(word: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.n
 
 class TextState(FittedState):
     """The word vocabulary, most frequent first (word ``i`` encodes as ``i + 2``), and the
-    number of tokens per row."""
+    number of tokens per row. With a ``bag`` encoder, ``bag`` holds what it fitted (its
+    n-grams), the word vocabulary is empty and ``length`` is the bag's slots per row."""
 
     vocabulary: list[str]
     length: int = Field(gt=0)
+    bag: BagState | None = None
 
 
 class TextInput(InputType):
@@ -100,8 +105,13 @@ class TextInput(InputType):
     embedding rows, two of which are padding and unknown words. An empty text reads as
     one unknown word. Values are read by the rule for labels (a number is its text).
 
+    With ``encoder: {kind: bag}`` the words are not embedded: the text becomes a weighted
+    bag of word n-grams read by a linear layer (see ``plait.encoders.bag``).
+
     >>> TextInput(name="review", length=50, encoder={"kind": "lstm", "units": 16}).encoder.kind
     'lstm'
+    >>> TextInput(name="review", encoder={"kind": "bag", "ngrams": 2}).input_dtype
+    'float32'
     """
 
     type: Literal["text"] = "text"
@@ -110,17 +120,35 @@ class TextInput(InputType):
     min_frequency: int = Field(default=1, ge=1)
     embedding_dim: int = Field(default=32, gt=0, le=4096)
     lowercase: bool = True
-    encoder: encoder_field("mean") = Field(default_factory=MeanEncoder)  # type: ignore[valid-type]
+    encoder: encoder_field("mean", words=True) = Field(default_factory=MeanEncoder)  # type: ignore[valid-type]
 
-    input_dtype: ClassVar[str] = "int32"
     State: ClassVar[StateClass] = TextState
     accepts: ClassVar[str] = "text (a number is read as its text), or null"
     widget: ClassVar[str] = "textarea"
     recognise_order: ClassVar[int] = 60
 
+    @model_validator(mode="after")
+    def _bag_keys(self) -> TextInput:
+        # values other than the defaults: a saved spec writes every key out, defaults included
+        unused = [key for key in ("embedding_dim", "length", "vocabulary_size")
+                  if getattr(self, key) != type(self).model_fields[key].default]
+        if isinstance(self.encoder, BagEncoder) and unused:
+            found = ", ".join(f"{key} {getattr(self, key)}" for key in unused)
+            raise ValueError(f"found {found}, which a bag encoder does not use (it reads every word and "
+                             "embeds none); expected encoder.max_features or encoder.slots instead")
+        return self
+
+    @property
+    def input_dtype(self) -> str:  # type: ignore[override]
+        # a bag's (id, weight) pairs share one float32 array; word ids are integers
+        return "float32" if isinstance(self.encoder, BagEncoder) else "int32"
+
     def fit(self, table: Table) -> TextState:
         text = table.strings(self.source, self.describe_use())
         tokens = words(text, self.lowercase)
+        if isinstance(self.encoder, BagEncoder):
+            bag = self.encoder.fit_text(tokens, self.min_frequency)
+            return TextState(vocabulary=[], length=bag.slots, bag=bag)
         flat = pc.list_flatten(tokens)
         vocabulary = fit_vocabulary(pc.filter(flat, pc.not_equal(flat, "")), self.min_frequency,
                                     self.vocabulary_size - 2)
@@ -133,6 +161,9 @@ class TextInput(InputType):
     def encode(self, table: Table, state: TextState) -> Encoded:
         text = table.strings(self.source, self.describe_use())
         tokens = words(text, self.lowercase)
+        if isinstance(self.encoder, BagEncoder):
+            values, unseen = self.encoder.encode_text(tokens, self.bag_state(state))
+            return Encoded(values, pc.is_null(text).to_numpy(zero_copy_only=False), unseen)
         rows, length = len(tokens), state.length
         owner = pc.list_parent_indices(tokens).to_numpy()
         flat = pc.list_flatten(tokens)
@@ -154,43 +185,66 @@ class TextInput(InputType):
     def field_schema(self) -> dict[str, Any]:
         return LABEL_SCHEMA
 
+    def bag_state(self, state: TextState) -> BagState:
+        if state.bag is None:
+            raise DataError(f"input {self.name!r}: its fitted state has no n-grams; expected the state "
+                            "of a bag encoder (fit again with this config)")
+        return state.bag
+
     def schema_details(self, state: TextState) -> dict[str, Any]:
+        if isinstance(self.encoder, BagEncoder):
+            bag = self.bag_state(state)
+            return {"slots": bag.slots, "ngrams": self.encoder.ngrams, "vocabulary_size": len(bag.vocabulary),
+                    "hash_buckets": bag.buckets, "lowercase": self.lowercase}
         return {"length": state.length, "vocabulary_size": len(state.vocabulary) + 2,
                 "lowercase": self.lowercase}
 
     def input_shape(self, state: TextState) -> tuple[int, ...]:
+        if isinstance(self.encoder, BagEncoder):
+            return (self.bag_state(state).slots, 2)
         return (state.length,)
 
     def placeholder_state(self) -> TextState:
+        if isinstance(self.encoder, BagEncoder):
+            bag = self.encoder.placeholder(self.min_frequency)
+            return TextState(vocabulary=[], length=bag.slots, bag=bag)
         return TextState(vocabulary=[f"word_{i}" for i in range(self.vocabulary_size - 2)],
                          length=self.length or 100)
 
     def encoding_layers(self, x: Any, state: TextState) -> Any:
         from keras import layers
 
+        if isinstance(self.encoder, BagEncoder):
+            return self.encoder.bag_layers(x, self.bag_state(state), self.name)
         slots = len(state.vocabulary) + 2
         x = layers.Embedding(slots, self.embedding_dim, mask_zero=self.encoder.uses_mask,
                              name=f"{self.name}_embedding")(x)
         return self.encoder.apply(x, self.name)
 
     def neutral(self, state: TextState) -> np.ndarray:
-        """An empty text: one unknown word followed by padding."""
+        """An empty text: one unknown word followed by padding (a bag: no n-gram at all)."""
         tokens = np.zeros(self.input_shape(state))
+        if isinstance(self.encoder, BagEncoder):
+            return tokens
         tokens[0] = UNKNOWN
         return tokens
 
     def describe_array(self, state: TextState, fitted: bool) -> str:
+        if isinstance(self.encoder, BagEncoder):
+            return self.encoder.describe(self.bag_state(state))
         return "word ids (0: padding, 1: unknown word, then the fitted vocabulary)"
 
     @classmethod
     def examples(cls) -> list[Example]:
         """Text, with an empty text, a missing one and unseen words (the last); numbers as
-        their text."""
+        their text; the first texts again as a bag of n-grams with hash buckets."""
         texts = ["A good fit!", "too small", None, "", "fine fabric, good fit", "brand new words"]
         return [
             same_values({"type": "text", "length": 4}, "a", pa.array(texts), texts),
             same_values({"type": "text", "length": 2, "encoder": {"kind": "cnn", "kernel_size": 2}}, "a",
                         pa.array([1.0, 2.5, None, 3.0]), [1, 2.5, None, 3]),
+            same_values({"type": "text", "encoder": {"kind": "bag", "units": 2, "hash_buckets": 4}}, "a",
+                        pa.array(texts), texts),
         ]
 
     @classmethod
@@ -205,3 +259,10 @@ class TextInput(InputType):
             return None
         return Recognised({"type": "text"}, f"{column.of}; text, mean {mean_words:.0f} words, "
                           f"95% up to {np.percentile(counts, 95):.0f}{column.gaps}")
+
+    # -- pretrained encoders: `encoder: {kind: pretrained}` embeds the text itself, before the
+    # model (plait.encoders.pretrained); these methods are then the encoder's -----------------
+    (fit, encode, load_state, placeholder_state, input_shape, encoding_layers, neutral, schema_details,
+     describe_array) = handed_to_encoder(fit, encode, InputType.load_state, placeholder_state, input_shape,
+                                         encoding_layers, neutral, schema_details, describe_array)
+    input_dtype = dtype_handed_to_encoder(input_dtype)

@@ -179,9 +179,14 @@ class VectorInput(InputType):
 
     @classmethod
     def recognise(cls, column: Column) -> Recognised | None:
-        """Lists of numbers, as many in every row."""
+        """Lists of numbers, as many in every row, that are no series (lists whose neighbours
+        correlate are ``sequence`` inputs, whichever type ``plait init`` asks first)."""
+        from plait.features.sequence import series_autocorrelation
+
         lengths = numeric_lists(column.values, depth=1)
         if lengths is None or lengths.min() != lengths.max():
+            return None
+        if series_autocorrelation(column.values, 1) is not None:
             return None
         return Recognised({"type": "vector", "size": int(lengths[0])},
                           f"lists of {lengths[0]} numbers in every row{column.gaps}")

@@ -9,7 +9,11 @@ class's source into the scripts it writes, which then need nothing but Keras.
 
 from __future__ import annotations
 
-CUSTOM_LAYERS: tuple[type, ...] = ()
+from plait.layers.bag import WeightedBag
+from plait.layers.modality import ModalityDropout
+from plait.layers.position import FirstStep, PositionEmbedding
+
+CUSTOM_LAYERS: tuple[type, ...] = (PositionEmbedding, FirstStep, ModalityDropout, WeightedBag)
 """Every layer class of this package, registered with Keras when this module is imported."""
 
 

@@ -1,0 +1,1 @@
+"""Output types: one module per type, each registered in ``plait.registry``."""
