@@ -76,9 +76,8 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "merge": [],
         "outputs": [{"name": f"{s['name']}_out", "column": "y1" if s["column"] == "one" else "y3",
                      "type": "binary", "from": s["name"]} for s in inputs],
-        # batches of 16: batch normalisation's moving statistics, which predictions use, need
-        # a few hundred steps to catch up with the weights (a few steps of a large batch
-        # fit the training rows and predict one class)
+        # batches of 16: steps enough for batch normalisation's moving statistics, which
+        # predictions use, to follow the weights
         "train": train_block(epochs=20, batch_size=16, learning_rate=0.002),
     }
     model = fit(spec, frame.iloc[:TRAIN_ROWS])

@@ -19,9 +19,11 @@ Momentum = Annotated[float, Field(ge=0.0, lt=1.0)]
 MOMENTUM = 0.9
 """Batch normalisation's momentum for its moving statistics, which predictions use. Keras's
 0.99 needs hundreds of steps to follow the weights, more than a small series set gives in a
-short run (GunPoint: 3 steps an epoch): predictions then flipped between epochs while the
-training loss stayed near 0. 0.9 is PyTorch's default (its 0.1) and kept held-out GunPoint
-cases right in 85% of epochs after the 50th, against 31% with 0.99."""
+short run (GunPoint: 3 steps an epoch): predictions on held-out cases then flipped between
+epochs while the training loss stayed near 0. 0.9 is PyTorch's default (its 0.1). In a
+5-fold cross-validation on GunPoint's TRAIN cases (InceptionTime, 250 epochs, early
+stopping on a validation split) held-out accuracy was 1.0 in every fold with 0.9, 0.81 on
+average with 0.99."""
 
 
 def capped(kernel_size: int, steps: int | None) -> int:
