@@ -269,10 +269,8 @@ def counted_ids(row: np.ndarray, gram: np.ndarray, grams: pa.Array,
                 state: BagState) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Each distinct (row, id) with its count, rows in order; and the occurrences outside the
     vocabulary. Id 0 (dropped) is left out."""
-    vocabulary, _ = prepared(state)
-    index = pc.index_in(grams, value_set=vocabulary)
-    unseen_gram = pc.is_null(index).to_numpy(zero_copy_only=False)
-    id_of_gram = pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+    id_of_gram = gram_ids(grams, state)
+    unseen_gram = id_of_gram == 0
     if state.buckets and unseen_gram.any():
         hashed = stable_hash(grams.filter(pa.array(unseen_gram))) % np.uint64(state.buckets)
         id_of_gram[unseen_gram] = len(state.vocabulary) + 1 + hashed.astype(np.int64)
@@ -283,22 +281,37 @@ def counted_ids(row: np.ndarray, gram: np.ndarray, grams: pa.Array,
     return key // state.size, key % state.size, count, unseen
 
 
-_PREPARED: dict[int, tuple[BagState, pa.Array, np.ndarray]] = {}
+SMALL_LOOKUP = 4096
+"""Up to this many distinct n-grams (a request's) are looked up in a dictionary kept with the
+state; more (a file's batch) by Arrow, whose hash table of the vocabulary is built per call."""
+
+
+def gram_ids(grams: pa.Array, state: BagState) -> np.ndarray:
+    """1 + each n-gram's position in the vocabulary; 0 outside it."""
+    vocabulary, _, positions = prepared(state)
+    if len(grams) <= SMALL_LOOKUP:
+        return np.fromiter((positions.get(gram, -1) + 1 for gram in grams.to_pylist()), np.int64, len(grams))
+    index = pc.index_in(grams, value_set=vocabulary)
+    return pc.fill_null(index, -1).to_numpy(zero_copy_only=False).astype(np.int64) + 1
+
+
+_PREPARED: dict[int, tuple[BagState, pa.Array, np.ndarray, dict[str, int]]] = {}
 _PREPARING = threading.Lock()
 
 
-def prepared(state: BagState) -> tuple[pa.Array, np.ndarray]:
-    """The vocabulary as an Arrow array and the IDF per id, kept for the last few states:
-    a request of one row should not convert 200,000 n-grams again."""
+def prepared(state: BagState) -> tuple[pa.Array, np.ndarray, dict[str, int]]:
+    """The vocabulary as an Arrow array, the IDF per id and each n-gram's position, kept for
+    the last few states: a request of one row should not convert 200,000 n-grams again."""
     with _PREPARING:
         cached = _PREPARED.get(id(state))
         # the cache holds the state itself, so its id cannot be reused by another one meanwhile
         if cached is None or cached[0] is not state:
             if len(_PREPARED) >= 4:
                 _PREPARED.pop(next(iter(_PREPARED)))
-            cached = (state, pa.array(state.vocabulary, pa.large_string()), state.idf())
+            positions = {gram: position for position, gram in enumerate(state.vocabulary)}
+            cached = (state, pa.array(state.vocabulary, pa.large_string()), state.idf(), positions)
             _PREPARED[id(state)] = cached
-    return cached[1], cached[2]
+    return cached[1], cached[2], cached[3]
 
 
 def stable_hash(texts: pa.Array) -> np.ndarray:
