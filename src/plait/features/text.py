@@ -257,8 +257,11 @@ class TextInput(InputType):
         mean_words = float(counts.mean())
         if mean_words < TEXT_WORDS or column.distinct < TEXT_DISTINCT * column.count:
             return None
-        return Recognised({"type": "text"}, f"{column.of}; text, mean {mean_words:.0f} words, "
-                          f"95% up to {np.percentile(counts, 95):.0f}{column.gaps}")
+        return Recognised({"type": "text", "encoder": {"kind": "bag", "ngrams": 2}},
+                          f"{column.of}; text, mean {mean_words:.0f} words, 95% up to "
+                          f"{np.percentile(counts, 95):.0f}{column.gaps}; read as a TF-IDF bag of word "
+                          "1-2-grams, which on held-out reviews matched TF-IDF + logistic regression "
+                          "where a recurrent encoder alone trailed it")
 
     # -- pretrained encoders: `encoder: {kind: pretrained}` embeds the text itself, before the
     # model (plait.encoders.pretrained); these methods are then the encoder's -----------------
