@@ -315,13 +315,14 @@ def _first_line(error: Exception) -> str:
 # -- request values: JSON lists read by the same rules as file columns ----------------------
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _refused(row: int, field: str, value: Any, expected: str) -> DataError:
-    problem = f"found {_shown(value)}; expected {expected}"
+def refused(row: int, field: str, value: Any, expected: str) -> DataError:
+    """A request value that cannot be read: its record, its field, what it was, what was expected."""
+    problem = f"found {shown(value)}; expected {expected}"
     return DataError(f"record {row}, field {field!r}: {problem}", row=row, column=field, problem=problem)
 
 
@@ -340,13 +341,13 @@ def json_numbers(values: list[Any], field: str) -> pa.Array:
             try:
                 out[row] = float(value)
             except OverflowError:
-                raise _refused(row, field, value, "a number") from None
+                raise refused(row, field, value, "a number") from None
         elif value is not None:
-            raise _refused(row, field, value, "a number, true/false, text holding a number, or null")
+            raise refused(row, field, value, "a number, true/false, text holding a number, or null")
     if texts:
         parsed, bad = numbers(pa.array([values[row] for row in texts], pa.string()))
         if bad is not None:
-            raise _refused(texts[bad], field, values[texts[bad]], "a number")
+            raise refused(texts[bad], field, values[texts[bad]], "a number")
         out[texts] = parsed
     return pa.array(out)
 
@@ -369,7 +370,7 @@ def json_labels(values: list[Any], field: str) -> pa.Array:
         elif isinstance(value, float):
             fractions.append(row)
         elif value is not None:
-            raise _refused(row, field, value, "text, a number, true/false, or null")
+            raise refused(row, field, value, "text, a number, true/false, or null")
     if fractions:
         texts = labels(pa.array([values[row] for row in fractions], pa.float64())).to_pylist()
         for row, text in zip(fractions, texts, strict=True):
@@ -395,11 +396,11 @@ def json_lists(values: list[Any], field: str) -> pa.Array:
                 raise ValueError
             found, numbers_only = _as_floats(value)
         except (ValueError, TypeError, RecursionError):
-            raise _refused(row, field, value, "a list of numbers (nested evenly) or null") from None
+            raise refused(row, field, value, "a list of numbers (nested evenly) or null") from None
         if depth is None:
             depth, first = found, row
         elif found != depth:
-            raise _refused(row, field, value, f"lists nested {depth} deep, as in record {first}")
+            raise refused(row, field, value, f"lists nested {depth} deep, as in record {first}")
         cleaned.append(numbers_only)
     kind: pa.DataType = pa.float64()
     for _ in range(depth or 1):

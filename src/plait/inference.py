@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from plait.data import Table
+from plait.data import Table, shown
 from plait.errors import DataError
 from plait.preprocess import encode_inputs
 
@@ -48,11 +48,6 @@ def located(error: DataError) -> RecordError:
     if isinstance(error, RecordError):
         return error
     return RecordError(error.row, error.column, error.problem)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def request_table(spec: Any, records: list[dict]) -> Table:
@@ -114,7 +109,7 @@ class Predictor:
         """Check every record and encode it; a RecordError names the first bad value."""
         for index, record in enumerate(records):
             if not isinstance(record, dict):
-                raise RecordError(index, None, f"found {type(record).__name__} {_show(record)}; "
+                raise RecordError(index, None, f"found {type(record).__name__} {shown(record)}; "
                                   f"expected an object with the fields {self.fields}")
             unknown = [key for key in record if key not in self._known]
             if unknown:

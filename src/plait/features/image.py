@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BeforeValidator, Field
 
-from plait.data import Table
+from plait.data import Table, refused
 from plait.encoders.pretrained import PretrainedImageEncoder, handed_to_encoder
 from plait.errors import DataError
 from plait.evidence import Column, is_string
@@ -185,10 +185,7 @@ class ImageInput(InputType):
             try:
                 decoded.append(None if value is None else image_bytes(value))
             except (ValueError, TypeError, binascii.Error):
-                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-                problem = f"found {shown}; expected {self.accepts}"
-                raise DataError(f"record {row}, field {field!r}: {problem}", row=row, column=field,
-                                problem=problem) from None
+                raise refused(row, field, value, self.accepts) from None
         return pa.array(decoded, pa.binary())
 
     def field_schema(self) -> dict[str, Any]:

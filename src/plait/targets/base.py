@@ -70,7 +70,10 @@ class OutputType(Strict):
 
     def strata(self, table: Table) -> np.ndarray | None:
         """Each row's label, for a stratified split; None when this output has no classes."""
-        return None
+        if not self.stratifies:
+            return None
+        labels = table.strings(self.source, self.describe_use())
+        return np.asarray(labels.fill_null("\x00missing").to_numpy(zero_copy_only=False))
 
     # -- the model --------------------------------------------------------------------------
 

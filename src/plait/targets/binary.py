@@ -98,10 +98,6 @@ class BinaryOutput(OutputType):
         flags = pc.fill_null(pc.equal(strings, state.labels[1]), False).to_numpy(zero_copy_only=False)
         return Target(flags.astype(np.float32).reshape(-1, 1), present)
 
-    def strata(self, table: Table) -> np.ndarray:
-        labels = table.strings(self.source, self.describe_use())
-        return np.asarray(labels.fill_null("\x00missing").to_numpy(zero_copy_only=False))
-
     def units(self, state: Any) -> int:
         return 1
 

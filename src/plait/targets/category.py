@@ -83,10 +83,6 @@ class CategoryOutput(OutputType):
                                   f"a label seen in training: {shown}")
         return Target(np.maximum(index - 1, 0).astype(np.int32).reshape(-1, 1), present)
 
-    def strata(self, table: Table) -> np.ndarray:
-        labels = table.strings(self.source, self.describe_use())
-        return np.asarray(labels.fill_null("\x00missing").to_numpy(zero_copy_only=False))
-
     def units(self, state: CategoryOutputState) -> int:
         return len(state.labels)
 
