@@ -12,18 +12,20 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 __version__ = "0.1.0"
-__all__ = ["Model", "Spec", "load", "load_spec", "PlaitError", "__version__"]
+__all__ = ["Model", "Spec", "load", "load_spec", "tune", "PlaitError", "__version__"]
 
 if TYPE_CHECKING:
     from plait.errors import PlaitError
     from plait.model import Model, load
     from plait.spec import Spec, load_spec
+    from plait.tuning.study import tune
 
 _LAZY = {
     "Model": "plait.model",
     "load": "plait.model",
     "Spec": "plait.spec",
     "load_spec": "plait.spec",
+    "tune": "plait.tuning.study",
     "PlaitError": "plait.errors",
 }
 

@@ -85,6 +85,37 @@ def train(
 
 @app.command()
 @user_errors
+def tune(
+    config: Annotated[Path, typer.Argument(help="The model config (YAML) with a 'tune' section.")],
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder for best.yaml, trials.csv, bundle/, "
+                                      "report.html and (by default) the study's database.")],
+    valid: Annotated[Path | None, typer.Option("--valid", help="Separate validation file.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trials in the study, all workers together "
+                                               "(overrides tune.trials).", min=1)] = None,
+    timeout_minutes: Annotated[float | None, typer.Option(help="Stop starting trials after this "
+                                                          "long (overrides tune.timeout_minutes).",
+                                                          min=0.01)] = None,
+    storage: Annotated[str | None, typer.Option(help="Database URL of a study shared by workers "
+                                                "(sqlite:///FILE, postgresql://...); default: "
+                                                "OUT/study.db.")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the config file's "
+                                              "name).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the study in OUT/study.db.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Search the config's tune.space with Optuna (TPE, seeded by train.seed), pruning trials
+    that lag; write OUT/best.yaml, OUT/trials.csv, OUT/bundle/ (the best config, trained)
+    and OUT/report.html. Workers on several machines share a study through --storage and
+    --study. Needs the extra: pip install "plait[tune]"."""
+    from plait.tuning.study import tune as run
+
+    run(config, data, out=out, valid=valid, trials=trials, timeout_minutes=timeout_minutes,
+        storage=storage, study=study, resume=resume, verbose=not quiet)
+
+
+@app.command()
+@user_errors
 def predict(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
     data: DataOption,

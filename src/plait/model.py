@@ -14,6 +14,7 @@ from plait import bundle
 from plait.errors import BundleError, ConfigError, PlaitError
 from plait.parts import Part, read_json, write_json
 from plait.preprocess import (
+    Prepared,
     States,
     dump_states,
     encode_inputs,
@@ -70,19 +71,33 @@ class Model:
         epoch's Keras metrics); one with a ``bind(model, valid_parts)`` method is first
         given this Model and the encoded validation parts, to score plait's metrics.
         """
-        from plait.backend import set_random_seed
-        from plait.graph import build, compile_model
-        from plait.training import Batches
-
         train = self.spec.train
         source = open_source(data, train)
         valid_source = open_source(validation_data, train) if validation_data is not None else None
         run = Run(Path(checkpoint), self.spec, [source, valid_source]) if checkpoint else None
         carried = run.resume() if run and resume else None
         prepared = prepare(self.spec, source, valid_source, cache_dir, carried["states"] if carried else None)
-        self.states_ = prepared.states
         if run and not carried:
-            run.start(self.states_)
+            run.start(prepared.states)
+        return self._train(prepared, epochs, callbacks, run, carried)
+
+    def fit_prepared(self, prepared: Prepared, *, epochs: int | None = None,
+                     callbacks: list[Any] | None = None) -> Model:
+        """Train on data already fitted and encoded by ``plait.preprocess.prepare`` for a spec
+        with the same ``preprocessing()`` as this one (``plait tune`` encodes once for many
+        trials); otherwise as ``fit``."""
+        if prepared.config != self.spec.preprocessing():
+            raise PlaitError("these prepared data were fitted and encoded for another preprocessing config")
+        return self._train(prepared, epochs, callbacks, None, None)
+
+    def _train(self, prepared: Prepared, epochs: int | None, callbacks: list[Any] | None,
+               run: Run | None, carried: dict | None) -> Model:
+        from plait.backend import set_random_seed
+        from plait.graph import build, compile_model
+        from plait.training import Batches
+
+        train = self.spec.train
+        self.states_ = prepared.states
         set_random_seed(train.seed)
         self.keras_model_ = compile_model(build(self.spec, self.states_), self.spec)
         first_epoch = run.restore(self.keras_model_, carried) if carried else 0
@@ -101,7 +116,7 @@ class Model:
         self.data_report_ = prepared.report
         self.metrics_ = {}
         if prepared.valid:
-            self.states_, self.metrics_["validation"] = self._score(prepared.valid, choose=True)
+            self.states_, self.metrics_["validation"] = self.score_parts(prepared.valid, choose=True)
         return self
 
     def _callbacks(self, batches: Any, has_validation: bool, run: Run | None,
@@ -145,7 +160,7 @@ class Model:
             raw = {self.spec.outputs[0].name: raw}
         return {name: np.asarray(values) for name, values in raw.items()}
 
-    def _score(self, parts: Iterable[Part], choose: bool = False) -> tuple[States, dict]:
+    def score_parts(self, parts: Iterable[Part], choose: bool = False) -> tuple[States, dict]:
         """Metrics per output on encoded parts, and the states after the choices made on
         these rows when ``choose`` (the validation split: decision thresholds)."""
         raws, targets, present, read = [], [], [], 0
@@ -182,6 +197,29 @@ class Model:
         return ({name: np.concatenate([raw[name] for raw in raws]) for name in raws[0]},
                 np.concatenate(kept))
 
+    def encode(self, data: Any) -> dict[str, np.ndarray]:
+        """The arrays the Keras model is fed for ``data`` (what ``predict`` accepts: a pandas
+        DataFrame, a pyarrow Table or a file path), by model input name: each input encoded
+        with its fitted state, plus ``<name>_mask`` for an optional input. Every row is there,
+        as in ``predict`` (a row an input's ``skip`` policy leaves out holds its filled value).
+        These are the inputs of a network written by ``plait export``.
+
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0] * 8, "y": [0, 0, 1, 1] * 8})
+        >>> model = Model({"inputs": [{"name": "x", "type": "number"}],
+        ...                "outputs": [{"name": "y", "type": "binary"}],
+        ...                "train": {"epochs": 1, "validation_split": 0}}, verbose=0).fit(frame)
+        >>> encoded = model.encode(pd.DataFrame({"x": [1.5, 3.0]}))
+        >>> {name: (array.dtype.name, array.shape) for name, array in encoded.items()}
+        {'x': ('float32', (2, 1))}
+        >>> [round(float(v), 3) for v in encoded["x"].ravel()]  # standardised: (x - mean) / std
+        [0.0, 1.342]
+        """
+        self._check_fitted()
+        parts = [encode_inputs(self.spec, self.states_, table).inputs
+                 for _, _, table in self._source(data).batches(needed_columns(self.spec, targets=False))]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
     def predict(self, data: Any) -> Any:
         """A pandas DataFrame: one column per output with the decoded prediction, plus
         ``<output>_proba`` (binary) or ``<output>_proba_<label>`` (category) columns. Rows
@@ -200,7 +238,7 @@ class Model:
         """Metrics per output on labelled data, in the targets' own units, each beside the
         trivial baseline (majority class or training mean) and the lift over it."""
         self._check_fitted()
-        return self._score(self.encoded_parts(data))[1]
+        return self.score_parts(self.encoded_parts(data))[1]
 
     def describe(self) -> dict[str, dict]:
         """Per branch, merge node, head and output: its layers, output shapes and parameters."""

@@ -221,13 +221,14 @@ def sample(spec: Spec, source: Source, split: float, rows: int) -> Table:
 
 @dataclass
 class Prepared:
-    """What training needs: fitted states, encoded training and validation parts, and the
-    data report."""
+    """What training needs: fitted states, encoded training and validation parts, the data
+    report, and the preprocessing config they were made for (``Spec.preprocessing``)."""
 
     states: States
     train: list[Part]
     valid: list[Part]
     report: dict
+    config: dict = field(default_factory=dict)
 
 
 def prepare(spec: Spec, source: Source, valid_source: Source | None,
@@ -239,13 +240,14 @@ def prepare(spec: Spec, source: Source, valid_source: Source | None,
         states = states or fit_states(spec, sample(spec, source, split, train.fit_rows))
         prepared = encode_parts(spec, states, source, valid_source, split, MemoryParts())
         prepared.report.pop("parts")
+        prepared.config = spec.preprocessing()
         return prepared
     if valid_source is not None and not valid_source.on_disk:
         raise DataError(f"validation data: found an in-memory table; expected a file path, since the "
                         f"training data {source.name} is streamed from disk")
     cache = Path(cache_dir or train.cache_dir or default_cache_dir())
     key = {"data": source.identity(), "valid": valid_source.identity() if valid_source else None,
-           "encoding": {k: v for k, v in spec.to_dict().items() if k in ("inputs", "outputs")},
+           "encoding": spec.preprocessing(),
            "seed": train.seed, "split": split, "part_rows": train.part_rows, "fit_rows": train.fit_rows}
     if states is None:
         path = cache / f"states-{digest(key)}.json"
@@ -259,7 +261,7 @@ def prepare(spec: Spec, source: Source, valid_source: Source | None,
     parts = {kind: [StoredPart(folder / kind / name, rows, weighted)
                     for name, rows, weighted in meta["parts"][kind]] for kind in ("train", "valid")}
     report = {key: value for key, value in meta["report"].items() if key != "parts"}
-    return Prepared(states, parts["train"], parts["valid"], report)
+    return Prepared(states, parts["train"], parts["valid"], report, spec.preprocessing())
 
 
 def digest(value: Any) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -18,6 +18,7 @@ from plait.errors import ConfigError
 from plait.merges import Concat, Merge
 from plait.registry import INPUT_TYPES, MERGES, OUTPUT_TYPES
 from plait.schema import Activation, Rate, Strict, Units
+from plait.tuning.space import Tune
 
 InputSpec = Annotated[Union[tuple(INPUT_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
 OutputSpec = Annotated[Union[tuple(OUTPUT_TYPES.values())], Field(discriminator="type")]  # noqa: UP007
@@ -80,6 +81,12 @@ class Train(Strict):
     part_rows: int = Field(default=65_536, gt=0)
     fit_rows: int = Field(default=200_000, gt=0)
     cache_dir: str | None = None
+    track: Literal["mlflow"] | None = None
+    """Log the run to MLflow (``plait.mlflow``), as ``plait train --track mlflow`` does."""
+
+    model_keys: ClassVar[frozenset[str]] = frozenset(
+        {"epochs", "batch_size", "learning_rate", "optimizer", "early_stopping", "track"})
+    """Keys that change training but not the fitted preprocessing or the encoded data."""
 
     @field_validator("early_stopping", mode="before")
     @classmethod
@@ -108,6 +115,8 @@ class Spec(Strict):
     head: Head = Field(default_factory=Head)
     outputs: list[OutputSpec] = Field(min_length=1)
     train: Train = Field(default_factory=Train)
+    tune: Tune | None = None
+    """What ``plait tune`` searches (``plait.tuning.space``); training ignores it."""
 
     @field_validator("merge", mode="before")
     @classmethod
@@ -134,6 +143,20 @@ class Spec(Strict):
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json", by_alias=True)
+
+    def preprocessing(self) -> dict:
+        """The part of the config the fitted states and encoded data depend on: two specs
+        that agree on it fit and encode the same data the same way.
+
+        >>> one = Spec.model_validate({"inputs": [{"name": "t", "type": "text"}],
+        ...                            "outputs": [{"name": "y", "type": "binary"}]})
+        >>> other = one.model_copy(update={"head": Head(layers=[32]), "train": Train(learning_rate=0.01)})
+        >>> one.preprocessing() == other.preprocessing()
+        True
+        """
+        return {"inputs": [spec.preprocessing() for spec in self.inputs],
+                "outputs": [out.model_dump(mode="json", by_alias=True) for out in self.outputs],
+                "train": self.train.model_dump(mode="json", exclude=set(Train.model_keys))}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

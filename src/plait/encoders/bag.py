@@ -111,6 +111,10 @@ class BagEncoder(Encoder):
     slots: int | None = Field(default=None, gt=0, le=16384)
     units: Units = 64
 
+    def preprocessing(self) -> dict[str, Any]:
+        """The bag is the encoded array: all but the linear layer's ``units`` shape it."""
+        return self.model_dump(mode="json", exclude={"units"})
+
     # -- fitting and encoding --------------------------------------------------------------
 
     def fit_text(self, tokens: pa.Array, min_frequency: int) -> BagState:

@@ -119,6 +119,10 @@ class PretrainedSettings(Strict):
                              "has no weights to train")
         return self
 
+    def preprocessing(self) -> dict[str, Any]:
+        """A frozen backbone's outputs are the encoded array: all of its keys shape them."""
+        return self.model_dump(mode="json")
+
     def source(self) -> str:
         """The preset as the state records it: a directory's absolute path, or the name."""
         return resolve(self.preset)[0]

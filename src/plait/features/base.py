@@ -83,6 +83,9 @@ class InputType(Strict):
     """How the serving page asks for a value: number, select, text, textarea, file or json."""
     recognise_order: ClassVar[int] = 100
     """``plait init`` asks the types in this order; the first to recognise a column wins."""
+    model_keys: ClassVar[frozenset[str]] = frozenset({"layers", "activation", "dropout"})
+    """Config keys that shape only the Keras branch, never the fitted state or the encoded
+    arrays (``plait tune`` reuses the encoded data across trials that differ only in them)."""
 
     @property
     def source(self) -> str:
@@ -95,6 +98,25 @@ class InputType(Strict):
 
     def source_columns(self) -> list[str]:
         return [self.source]
+
+    def preprocessing(self) -> dict[str, Any]:
+        """The part of this input's config that its fitted state and encoded arrays depend
+        on: all but ``model_keys``, and of an ``encoder`` only what it reads the values with.
+
+        >>> from plait.features.text import TextInput
+        >>> kept = TextInput(name="t", dropout=0.3, embedding_dim=8, encoder={"kind": "gru"}).preprocessing()
+        >>> "dropout" in kept, "embedding_dim" in kept, "encoder" in kept, kept["vocabulary_size"]
+        (False, False, False, 20000)
+        """
+        from plait.encoders.base import Encoder
+
+        kept = self.model_dump(mode="json", by_alias=True, exclude=set(self.model_keys))
+        encoder = getattr(self, "encoder", None)
+        if isinstance(encoder, Encoder):
+            kept["encoder"] = encoder.preprocessing()
+            if kept["encoder"] is None:
+                del kept["encoder"]
+        return kept
 
     def describe_use(self) -> str:
         return f"input {self.name!r}"

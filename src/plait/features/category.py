@@ -52,6 +52,7 @@ class CategoryInput(InputType):
 
     input_dtype: ClassVar[str] = "int32"
     State: ClassVar[StateClass] = CategoryState
+    model_keys: ClassVar[frozenset[str]] = InputType.model_keys | {"embedding_dim"}
     accepts: ClassVar[str] = ("text, a number or true/false (read as labels), or null; values outside "
                               "the vocabulary share one slot")
     widget: ClassVar[str] = "select"

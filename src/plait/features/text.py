@@ -123,6 +123,7 @@ class TextInput(InputType):
     encoder: encoder_field("mean", words=True) = Field(default_factory=MeanEncoder)  # type: ignore[valid-type]
 
     State: ClassVar[StateClass] = TextState
+    model_keys: ClassVar[frozenset[str]] = InputType.model_keys | {"embedding_dim"}
     accepts: ClassVar[str] = "text (a number is read as its text), or null"
     widget: ClassVar[str] = "textarea"
     recognise_order: ClassVar[int] = 60

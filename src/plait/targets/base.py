@@ -45,6 +45,8 @@ class OutputType(Strict):
     State: ClassVar[StateClass] = FittedState
     importance_metric: ClassVar[str]
     """The metric ``explain`` measures drops of."""
+    metric_names: ClassVar[tuple[str, ...]]
+    """The single-number metrics ``score`` reports (``plait tune`` may optimise any)."""
     stratifies: ClassVar[bool] = False
     """Whether a validation split keeps each of this output's labels in proportion."""
 

@@ -51,6 +51,8 @@ class BinaryOutput(OutputType):
 
     State: ClassVar[StateClass] = BinaryOutputState
     importance_metric: ClassVar[str] = "roc_auc"
+    metric_names: ClassVar[tuple[str, ...]] = ("f1", "accuracy", "precision", "recall", "roc_auc", "pr_auc",
+                                               "log_loss")
     stratifies: ClassVar[bool] = True
 
     @model_validator(mode="after")

@@ -51,6 +51,7 @@ class CategoryOutput(OutputType):
 
     State: ClassVar[StateClass] = CategoryOutputState
     importance_metric: ClassVar[str] = "accuracy"
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "weighted_f1", "log_loss")
     stratifies: ClassVar[bool] = True
 
     def fit(self, table: Table) -> CategoryOutputState:

@@ -38,6 +38,7 @@ class NumberOutput(OutputType):
 
     State: ClassVar[StateClass] = NumberOutputState
     importance_metric: ClassVar[str] = "r2"
+    metric_names: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
 
     def fit(self, table: Table) -> NumberOutputState:
         values = table.numbers(self.source, self.describe_use())
