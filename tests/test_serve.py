@@ -14,6 +14,7 @@ import base64
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import fit, png_bytes, serving, train_block
 from plait.data import read_table
@@ -231,6 +234,80 @@ def test_concurrent_requests_share_model_calls(server: str, model: Any) -> None:
     assert after["requests"] - before["requests"] == len(sent)
     assert after["model_calls"] - before["model_calls"] < len(sent)
     assert after["largest_batch"] > 1
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> Samples:
+    """Every sample ``/metrics`` shows, by name and labels; asked without the API key, as a
+    scraper would."""
+    response = httpx.get(f"{url}/metrics", timeout=30)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.text) for s in family.samples}
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_count_requests_refusals_and_batches(server: str) -> None:
+    before = scrape(server)
+    for size in range(1, 6):  # one at a time: a batch each, the last over --max-batch 4
+        assert post(server, [GOOD] * size).status_code == 200
+    for status, body in {400: b"[", 413: [GOOD] * (MAX_RECORDS + 1), 422: [{"age": "old"}]}.items():
+        assert post(server, body).status_code == status
+    assert post(server, [GOOD], headers={}).status_code == 401
+    after = scrape(server)
+
+    def grew(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    expected = {"200": 5, "400": 1, "401": 1, "413": 1, "422": 1}
+    assert {s: grew("plait_requests_total", endpoint="/v1/predict", status=s) for s in expected} == expected
+    assert grew("plait_request_duration_seconds_count", endpoint="/v1/predict") == 9
+    assert grew("plait_requests_total", endpoint="/metrics", status="200") == 1
+    assert grew("plait_records_total") == grew("plait_batch_size_sum") == 1 + 2 + 3 + 4 + 5
+    assert grew("plait_batch_size_count") == grew("plait_model_call_seconds_count") == 5
+    assert [grew("plait_batch_size_bucket", le=le) for le in ("1.0", "2.0", "4.0", "+Inf")] == [1, 2, 4, 5]
+    assert grew("plait_model_call_seconds_sum") > 0
+    assert "/metrics" not in httpx.get(f"{server}/openapi.json").json()["paths"]
+
+
+def burst(url: str, count: int) -> int:
+    """``count`` one-record predictions sent at once, each on a connection of its own."""
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            return await asyncio.gather(*(client.post("/v1/predict", json=[GOOD]) for _ in range(count)))
+
+    assert [r.status_code for r in asyncio.run(send_all())] == [200] * count
+    return count
+
+
+def processes_that_predicted(folder: Path) -> set[str]:
+    """The worker processes whose own metric file counts a prediction."""
+    return {path.stem for path in folder.glob("counter_*.db")
+            for metric in MultiProcessCollector.merge([str(path)]) for s in metric.samples
+            if s.name == "plait_requests_total" and s.labels["endpoint"] == "/v1/predict" and s.value}
+
+
+def test_metrics_add_up_over_workers(bundle: Path, tmp_path: Path) -> None:
+    with serving(bundle, "--workers", "2", "--max-batch", "4", env={"TMPDIR": str(tmp_path)}) as url:
+        [folder] = tmp_path.glob("plait-metrics-*")
+        # Each connection goes to whichever worker accepts it first, and the second worker may
+        # still be loading the model: send bursts until both have answered some.
+        sent, deadline = 0, time.monotonic() + 120
+        while len(processes_that_predicted(folder)) < 2 and time.monotonic() < deadline:
+            sent += burst(url, 8)
+        assert len(processes_that_predicted(folder)) == 2
+        for _ in range(4):  # whichever worker answers the scrape shows the totals
+            samples = scrape(url)
+            assert sample(samples, "plait_requests_total", endpoint="/v1/predict", status="200") == sent
+            assert sample(samples, "plait_request_duration_seconds_count", endpoint="/v1/predict") == sent
+            assert sample(samples, "plait_batch_size_sum") == sample(samples, "plait_records_total") == sent
+    assert not folder.exists()
 
 
 def test_fuzzing_from_the_openapi_description(server: str, tmp_path: Path) -> None:

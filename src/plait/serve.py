@@ -3,14 +3,17 @@
 Endpoints: ``POST /v1/predict`` (a JSON list of records in, the columns ``plait predict``
 writes out, one object per record), ``GET /v1/schema`` (each input's fields, type and
 accepted values or shape), ``GET /v1/stats`` (requests, records, model calls),
-``GET /healthz``, ``GET /`` (a form built from the schema) and the OpenAPI description at
-``/docs`` and ``/openapi.json``.
+``GET /healthz``, ``GET /metrics`` (Prometheus text format: requests by endpoint and status,
+latency, batch sizes, model-call time; summed over the ``--workers`` processes), ``GET /``
+(a form built from the schema) and the OpenAPI description at ``/docs`` and
+``/openapi.json``.
 
 Concurrent requests are gathered into batches: a single task takes the waiting requests
 from a queue (up to ``max_batch`` records, waiting at most ``batch_wait_ms`` for more) and
 runs them through the model in one call on a worker thread, while the event loop keeps
 accepting requests. When ``PLAIT_API_KEY`` is set, the ``/v1`` endpoints need it, in an
-``X-API-Key`` header or as ``Authorization: Bearer KEY``.
+``X-API-Key`` header or as ``Authorization: Bearer KEY``; ``/metrics`` stays open, as
+scrapers expect.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ import asyncio
 import hmac
 import json
 import os
-from collections.abc import Callable, Iterator
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -29,14 +35,25 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.concurrency import run_in_threadpool
 
 from plait.errors import PlaitError
-from plait.inference import Batch, Predictor, RecordError
+from plait.inference import Batch, Predictor, RecordError, buckets
 
 API_KEY_VARIABLE = "PLAIT_API_KEY"
 SETTINGS_VARIABLE = "PLAIT_SERVE_SETTINGS"
 """How ``--workers`` hands the settings to each worker process."""
+METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's multiprocess mode: the folder where each process keeps its metrics,
+read whole by every scrape. It must be set before prometheus_client is imported."""
+
+# Requests take about a millisecond alone and up to a few hundred under load.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+MODEL_CALL_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                      0.5, 1.0, 2.5)
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,92 @@ class Stats:
     batch_sizes: dict[int, int] = field(default_factory=dict)
 
 
+class Metrics:
+    """The Prometheus metrics of one app, in a registry of its own, so that several apps in
+    one process keep apart.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (``--workers``), every process writes its values to
+    files there and a scrape reads all of them: whichever worker answers shows the totals.
+    There are no gauges, so a dead worker needs no marking: its counts stay in the totals.
+    """
+
+    def __init__(self, max_batch: int) -> None:
+        folder = os.environ.get(METRICS_VARIABLE)
+        if folder:  # prometheus_client writes there from the first metric on
+            os.makedirs(folder, exist_ok=True)
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter("plait_requests", "HTTP requests answered, by endpoint and status.",
+                                ["endpoint", "status"], registry=registry)
+        self.latency = Histogram("plait_request_duration_seconds", "Time from receiving a request "
+                                 "to the end of its answer.", ["endpoint"], buckets=LATENCY_BUCKETS,
+                                 registry=registry)
+        self.records = Counter("plait_records", "Records in the prediction requests accepted.",
+                               registry=registry)
+        # The sizes the model is compiled for; a batch over --max-batch runs in several calls.
+        self.batch_size = Histogram("plait_batch_size", "Records per batch run through the model.",
+                                    buckets=buckets(max_batch), registry=registry)
+        self.model_time = Histogram("plait_model_call_seconds", "Time the model took for a batch.",
+                                    buckets=MODEL_CALL_BUCKETS, registry=registry)
+        self.scraped = registry
+        if folder:
+            self.scraped = CollectorRegistry()
+            MultiProcessCollector(self.scraped)
+
+    def request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(endpoint, str(status)).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def batch(self, rows: int, seconds: float) -> None:
+        self.batch_size.observe(rows)
+        self.model_time.observe(seconds)
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The metrics in the format the scraper asked for (Prometheus text by default), and
+        its content type."""
+        encode, content_type = choose_encoder(accept or "")
+        return encode(self.scraped), content_type
+
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route and status.
+
+    It sits around the exception handlers, so a refusal is counted with the status of its
+    answer; a plain ASGI middleware, since it runs on every request and Starlette's
+    ``BaseHTTPMiddleware`` costs more.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], metrics: Metrics,
+                 paths: frozenset[str]) -> None:
+        self.app, self.metrics, self.paths = app, metrics, paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets when the app raises before answering
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        # One series per route, not one per path a client makes up.
+        endpoint = scope["path"] if scope["path"] in self.paths else "other"
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            self.metrics.request(endpoint, status, time.perf_counter() - started)
+
+
 class Batcher:
     """Gathers the records of concurrent requests into shared model calls.
 
@@ -100,8 +203,10 @@ class Batcher:
     form the next batch.
     """
 
-    def __init__(self, predictor: Predictor, max_batch: int, max_wait: float, stats: Stats) -> None:
+    def __init__(self, predictor: Predictor, max_batch: int, max_wait: float, stats: Stats,
+                 metrics: Metrics) -> None:
         self.predictor, self.max_batch, self.max_wait, self.stats = predictor, max_batch, max_wait, stats
+        self.metrics = metrics
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="plait-model")
         self.task: asyncio.Task | None = None
@@ -141,19 +246,26 @@ class Batcher:
             arrays = {name: np.concatenate([job.batch.arrays[name] for job in jobs])
                       for name in jobs[0].batch.arrays}
             try:
-                raw = await loop.run_in_executor(self.thread, self.predictor.run, arrays)
+                raw, seconds = await loop.run_in_executor(self.thread, self.timed_run, arrays)
             except Exception as error:  # every waiting request gets the failure, the service goes on
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(error)
                 continue
-            self.count(sum(job.batch.rows for job in jobs))
+            self.count(sum(job.batch.rows for job in jobs), seconds)
             start = 0
             for job in jobs:
                 end = start + job.batch.rows
                 if not job.future.done():
                     job.future.set_result({name: values[start:end] for name, values in raw.items()})
                 start = end
+
+    def timed_run(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """The model's outputs and the seconds it took, timed on the model's thread so that
+        the hand-over to it is not counted."""
+        started = time.perf_counter()
+        raw = self.predictor.run(arrays)
+        return raw, time.perf_counter() - started
 
     async def gather(self) -> list[Job]:
         jobs = [await self.queue.get()]
@@ -174,7 +286,8 @@ class Batcher:
             rows += jobs[-1].batch.rows
         return jobs
 
-    def count(self, rows: int) -> None:
+    def count(self, rows: int, seconds: float) -> None:
+        self.metrics.batch(rows, seconds)
         self.stats.batches += 1
         self.stats.largest_batch = max(self.stats.largest_batch, rows)
         self.stats.batch_sizes[rows] = self.stats.batch_sizes.get(rows, 0) + 1
@@ -268,8 +381,8 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
     predictor.warm_up()
     key = os.environ.get(API_KEY_VARIABLE) or None
     authorize = key_checker(key)
-    stats = Stats()
-    batcher = Batcher(predictor, settings.max_batch, settings.batch_wait_ms / 1000, stats)
+    stats, metrics = Stats(), Metrics(settings.max_batch)
+    batcher = Batcher(predictor, settings.max_batch, settings.batch_wait_ms / 1000, stats, metrics)
     described = schema(predictor, settings, key is not None)
 
     @asynccontextmanager
@@ -311,6 +424,7 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
                 raise RequestError(422, str(error), error.record, error.field) from None
         stats.requests += 1
         stats.records += batch.rows
+        metrics.records.inc(batch.rows)
         raw = await batcher.predict(batch) if batch.rows else predictor.empty_outputs()
         return JSONResponse({"predictions": as_rows(predictor.decode(raw, batch.kept))})
 
@@ -336,8 +450,16 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
         return HTMLResponse(PAGE, headers={"Content-Security-Policy": PAGE_SECURITY,
                                            "X-Content-Type-Options": "nosniff"})
 
+    # Open without the API key, as Prometheus scrapers expect; counters hold no record data.
+    @app.get("/metrics", include_in_schema=False)
+    async def get_metrics(request: Request) -> Response:
+        body, content_type = metrics.exposition(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
     if key is not None:
         add_security(app)
+    paths = frozenset(route.path for route in app.routes if hasattr(route, "path"))
+    app.add_middleware(MetricsMiddleware, metrics=metrics, paths=paths)
     return app
 
 
@@ -387,5 +509,23 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers
         uvicorn.run(create_app(settings), **options)
         return
     os.environ[SETTINGS_VARIABLE] = json.dumps(asdict(settings))
-    uvicorn.run("plait.serve:app_from_environment", factory=True, workers=workers, **options)
+    with metrics_folder():
+        uvicorn.run("plait.serve:app_from_environment", factory=True, workers=workers, **options)
+
+
+@contextmanager
+def metrics_folder() -> Iterator[None]:
+    """A ``PROMETHEUS_MULTIPROC_DIR`` for the workers about to start, so that each scrape
+    shows the totals of all of them: a fresh temporary folder, removed on exit, unless one
+    is set already (then it is the caller's to empty between runs)."""
+    if os.environ.get(METRICS_VARIABLE):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="plait-metrics-")
+    os.environ[METRICS_VARIABLE] = folder  # the spawned workers inherit it before importing anything
+    try:
+        yield
+    finally:
+        os.environ.pop(METRICS_VARIABLE, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
