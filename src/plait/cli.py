@@ -6,6 +6,7 @@ several problems) and exits with status 2; nothing half-written is left behind.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -59,6 +60,12 @@ def train(
     cache: Annotated[Path | None, typer.Option("--cache", help="Folder for the encoded cache of "
                                                "streamed data (default: train.cache_dir, "
                                                "$PLAIT_CACHE_DIR or ~/.cache/plait).")] = None,
+    track: Annotated[str | None, typer.Option("--track", help="Log the run to a tracker: mlflow "
+                                              "(as train.track does); the tracking URI is "
+                                              "$MLFLOW_TRACKING_URI or MLflow's default.")] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="The MLflow experiment "
+                                                   "(default: $MLFLOW_EXPERIMENT_NAME, else the "
+                                                   "config file's name).")] = None,
 ) -> None:
     """Fit preprocessing, train, and write a bundle to OUT.
 
@@ -66,6 +73,10 @@ def train(
     the bundle is saved; --resume continues from it after an interruption. DATA may be a
     folder of Parquet/CSV files: it is then read in batches and encoded into a cache.
     """
+    from plait.errors import PlaitError
+
+    if track not in (None, "mlflow"):
+        raise PlaitError(f"--track: found {track!r}; expected mlflow")
     from plait.model import Model
     from plait.training import clear
 
@@ -73,13 +84,29 @@ def train(
     if resume and not (checkpoint / "progress.json").is_file() and not quiet:
         print(f"no checkpoint at {checkpoint}; starting from the first epoch", file=sys.stderr)
     model = Model(config, verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
-    model.fit(data, validation_data=valid, epochs=epochs, checkpoint=checkpoint, resume=resume,
-              cache_dir=cache)
-    model.save(out, report=report)
+    tracker = None
+    if (track or model.spec.train.track) == "mlflow":
+        from plait.mlflow import Tracker
+
+        if quiet:
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+        tracker = Tracker(model.spec, experiment=experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+                          or config.stem, run_name=out.name,
+                          params={"train.epochs": epochs} if epochs else None,
+                          tags={"plait.data": str(data), "plait.bundle": str(out)})
+    with tracker or contextlib.nullcontext():
+        model.fit(data, validation_data=valid, epochs=epochs, checkpoint=checkpoint, resume=resume,
+                  cache_dir=cache, callbacks=[tracker.callback()] if tracker else None)
+        model.save(out, report=report)
+        if tracker:
+            tracker.log_result(model, out, example=data)
     clear(checkpoint)
     if not quiet:
         show_data_report(model.data_report_)
         show_metrics(model.metrics_.get("validation", {}), "validation")
+    if tracker:
+        print(f"MLflow run {tracker.run_id} logged to {tracker.tracking_uri}")
     print(f"bundle written to {out}")
 
 
@@ -252,15 +279,32 @@ def serve(
                                                  "concurrent requests to fill its batch.", min=0)] = 1.0,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
-    """Serve BUNDLE over HTTP: POST /v1/predict, GET /v1/schema, /v1/stats, /healthz, a page
-    to try the model at /, the API description at /docs. When the PLAIT_API_KEY environment
-    variable is set, the /v1 endpoints require it (X-API-Key header or Authorization: Bearer)."""
+    """Serve BUNDLE over HTTP: POST /v1/predict, GET /v1/schema, /v1/stats, /healthz,
+    Prometheus metrics at /metrics, a page to try the model at /, the API description at
+    /docs. When the PLAIT_API_KEY environment variable is set, the /v1 endpoints require it
+    (X-API-Key header or Authorization: Bearer)."""
     from plait.serve import Settings
     from plait.serve import serve as run
 
     settings = Settings(str(bundle), max_body_bytes=max_body_bytes, max_records=max_records,
                         max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     run(settings, host=host, port=port, workers=workers, access_log=access_log)
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx, saved_model or litert.")],
+    out: Annotated[Path, typer.Option("--out", help="The file to write (.onnx, .tflite), or the "
+                                      "SavedModel folder.")],
+) -> None:
+    """Write BUNDLE's network for ONNX Runtime, TensorFlow or LiteRT, and beside it a JSON
+    description of its inputs (encoded as plait encodes them) and outputs."""
+    from plait.export import export
+
+    for path in export(bundle, fmt, out):
+        print(f"written: {path}")
 
 
 @app.command()

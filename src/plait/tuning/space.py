@@ -76,7 +76,9 @@ class Range(Strict):
         if self.integer:
             return trial.suggest_int(path, int(self.low), int(self.high), step=int(self.step or 1),
                                      log=self.log)
-        return trial.suggest_float(path, self.low, self.high, step=self.step, log=self.log)
+        value = trial.suggest_float(path, self.low, self.high, step=self.step, log=self.log)
+        # A step of 0.1 gives 0.30000000000000004: the grid point is what the config should say.
+        return round(value, 12) if self.step is not None else value
 
 
 class Choices(Strict):
