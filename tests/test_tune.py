@@ -297,3 +297,26 @@ def wait_for_running_trial(storage: str, worker: subprocess.Popen) -> int:
                     return trial.number
         time.sleep(0.2)
     raise AssertionError("no trial started within 300 s")
+
+
+def test_a_tracked_study_logs_each_trial_as_a_child_run(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    result = plait.tune(config_with(trials=2, pruner="none"), PENGUINS, out=tmp_path / "out", track="mlflow",
+                        verbose=False)
+    client = mlflow.MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("plait").experiment_id])
+    parent = next(run for run in runs if run.info.run_name == "study plait")
+    children = sorted((run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id),
+                      key=lambda run: int(run.data.tags["plait.trial"]))
+    assert [run.info.run_name for run in children] == ["trial 0", "trial 1"]
+    for run, trial in zip(children, result.study.trials, strict=True):
+        assert run.data.metrics["validation.species.accuracy"] == pytest.approx(trial.value)
+        sampled = trial.params["train.learning_rate"]
+        assert float(run.data.params["train.learning_rate"]) == pytest.approx(sampled)
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == BASE["train"]["epochs"]
+    assert parent.data.metrics["best.species.accuracy"] == pytest.approx(result.value)
+    logged = {item.path for item in client.list_artifacts(parent.info.run_id, "bundle")}
+    assert "bundle/model.keras" in logged

@@ -12,6 +12,7 @@ config's bundle (``bundle/``, trained as ``plait train`` would) and ``report.htm
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -121,14 +122,16 @@ def optuna_module() -> Any:
 def tune(config: str | Path | dict, data: Any, *, out: str | Path, valid: Any = None,
          trials: int | None = None, timeout_minutes: float | None = None, storage: str | None = None,
          study: str | None = None, resume: bool = False, cache_dir: str | Path | None = None,
-         verbose: bool = True) -> TuneResult:
+         track: str | None = None, verbose: bool = True) -> TuneResult:
     """Search ``config``'s ``tune.space``; write ``best.yaml``, ``trials.csv``, ``bundle/``
     and ``report.html`` into ``out``; return the best config and its trained model.
 
     ``trials`` and ``timeout_minutes`` override the config's; ``storage`` is a database URL
     shared by workers (default: ``out/study.db``), ``study`` the study's name (default:
     the config file's name). The validation metric is read on ``valid`` or, without it, on
-    the config's ``validation_split``.
+    the config's ``validation_split``. ``track="mlflow"`` logs the study as an MLflow run
+    (the best model and its bundle) and each trial as a child run of it (its parameters,
+    epochs and validation metrics).
     """
     optuna = optuna_module()
     base, spec, name = _base_config(config)
@@ -143,9 +146,26 @@ def tune(config: str | Path | dict, data: Any, *, out: str | Path, valid: Any = 
     study = _study(optuna, out, storage, study or name, resume, settings, objective, spec.train.seed)
     preparations = Preparations(data, valid, cache_dir)
     preparations.get(load_spec(base))  # a mistake in the data shows now, not once per trial
-    runner = Trials(optuna, base, settings, objective, preparations, verbose)
-    runner.run(study)
-    return finish(study, objective, preparations, out, verbose)
+    tracking = tracker(track, None, experiment=study.study_name, run_name=f"study {study.study_name}")
+    with tracking or contextlib.nullcontext():
+        runner = Trials(optuna, base, settings, objective, preparations, verbose, track)
+        runner.run(study)
+        result = finish(study, objective, preparations, out, verbose)
+        if tracking:
+            tracking.log_metrics({f"best.{objective.output}.{objective.name}": result.value})
+            tracking.log_result(result.model, out / "bundle")
+    return result
+
+
+def tracker(track: str | None, spec: Spec | None, **settings: Any) -> Any:
+    """An MLflow run (``plait.mlflow.Tracker``) when ``track`` asks for one, else None."""
+    if track is None:
+        return None
+    if track != "mlflow":
+        raise PlaitError(f"--track: found {track!r}; expected mlflow")
+    from plait.mlflow import Tracker
+
+    return Tracker(spec, **settings)
 
 
 def _base_config(config: str | Path | dict) -> tuple[dict, Spec, str]:
@@ -212,9 +232,10 @@ class Trials:
     """The objective Optuna calls, the live display, and the stop once ``trials`` exist."""
 
     def __init__(self, optuna: Any, base: dict, settings: Tune, objective: Objective,
-                 preparations: Preparations, verbose: bool) -> None:
+                 preparations: Preparations, verbose: bool, track: str | None = None) -> None:
         self.optuna, self.base, self.settings = optuna, base, settings
         self.objective, self.preparations, self.verbose = objective, preparations, verbose
+        self.track = track
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, study: Any) -> None:
@@ -235,8 +256,15 @@ class Trials:
         trial.set_user_attr("config", config)
         spec = load_spec(config)
         model = Model(spec, verbose=0)
-        pruning = EpochReport(trial, self.objective, self.optuna)
-        model.fit_prepared(self.preparations.get(spec), callbacks=[pruning])
+        callbacks = [EpochReport(trial, self.objective, self.optuna)]
+        child = tracker(self.track, spec, nested=True, run_name=f"trial {trial.number}",
+                        tags={"plait.trial": str(trial.number)})
+        with child or contextlib.nullcontext():
+            if child:
+                callbacks.append(child.callback())
+            model.fit_prepared(self.preparations.get(spec), callbacks=callbacks)
+            if child:
+                child.log_result(model)
         return self.objective.read(model.metrics_["validation"])
 
     def show(self, study: Any, trial: Any) -> None:
