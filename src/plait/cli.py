@@ -129,6 +129,8 @@ def tune(
     study: Annotated[str | None, typer.Option(help="Study name (default: the config file's "
                                               "name).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the study in OUT/study.db.")] = False,
+    track: Annotated[str | None, typer.Option("--track", help="mlflow: log the study as a run and each "
+                                              "trial as a child run ($MLFLOW_TRACKING_URI).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Search the config's tune.space with Optuna (TPE, seeded by train.seed), pruning trials
@@ -138,7 +140,7 @@ def tune(
     from plait.tuning.study import tune as run
 
     run(config, data, out=out, valid=valid, trials=trials, timeout_minutes=timeout_minutes,
-        storage=storage, study=study, resume=resume, verbose=not quiet)
+        storage=storage, study=study, resume=resume, track=track, verbose=not quiet)
 
 
 @app.command()
