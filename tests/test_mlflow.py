@@ -125,6 +125,31 @@ def test_the_logged_model_predicts_what_the_bundle_predicts(local: dict,
     assert_same_predictions(logged.predict(frame), plait.load(local["bundle"]).predict(frame))
 
 
+def test_mlflow_models_serve_answers_with_the_bundles_predictions(local: dict, tmp_path: Path) -> None:
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": local["uri"],
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                                    f"runs:/{local['run_id']}/model", "--env-manager", "local",
+                                    "--host", "127.0.0.1", "--port", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}", process, log_path, path="/ping")
+        rows = pd.read_csv(PENGUINS).head(6)  # row 3 has missing measures
+        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    assert answer.status_code == 200, answer.text
+    served = pd.DataFrame(answer.json()["predictions"])
+    assert_same_predictions(served, plait.load(local["bundle"]).predict(rows))
+
+
 def assert_same_predictions(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert list(got.columns) == list(expected.columns)
     assert len(got) == len(expected)
@@ -173,20 +198,20 @@ def server(server_process: tuple[str, subprocess.Popen, Path]) -> str:
     return server_process[0]
 
 
-def wait_for_health(url: str, process: subprocess.Popen, log_path: Path) -> None:
+def wait_for_health(url: str, process: subprocess.Popen, log_path: Path, path: str = "/health") -> None:
     import httpx
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {process.returncode}:\n{log_path.read_text()}")
+            pytest.fail(f"mlflow exited with {process.returncode}:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.3)
-    pytest.fail(f"mlflow server did not answer /health:\n{log_path.read_text()}")
+    pytest.fail(f"mlflow did not answer {path}:\n{log_path.read_text()}")
 
 
 def test_a_run_is_logged_to_a_tracking_server(server: str, tmp_path: Path) -> None:
