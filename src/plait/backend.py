@@ -1,15 +1,41 @@
 """The only module that reaches into ``keras.src``: two things Keras's public API cannot do.
+Also where the backend's own settings are made (JAX's compilation cache).
 
 Each use says why. Everything else in plait uses ``keras`` and ``keras.layers`` only.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import keras
+
+COMPILATION_CACHE_BYTES = 2 * 1024**3
+
+
+def use_compilation_cache() -> None:
+    """JAX's persistent compilation cache in plait's cache folder (``<cache>/xla``, the
+    cache being ``$PLAIT_CACHE_DIR`` or ``~/.cache/plait``), so a second run of the same
+    model (training, ``plait predict``, a ``plait serve`` start) loads its compiled programs
+    instead of compiling them again. Kept under 2 GiB, oldest entries dropped first. Left
+    alone when another backend runs or the user chose a cache (``JAX_COMPILATION_CACHE_DIR``).
+    Called before the first model is built or loaded: JAX reads the setting once."""
+    if keras.backend.backend() != "jax" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    import jax
+
+    from plait.sources import default_cache_dir
+
+    if jax.config.jax_compilation_cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(default_cache_dir() / "xla"))
+    # The default keeps only programs that took a second to compile; a model's many
+    # train, predict and encode steps each take less and add up to the wait.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
 
 
 def set_random_seed(seed: int) -> None:

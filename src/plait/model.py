@@ -71,6 +71,9 @@ class Model:
         epoch's Keras metrics); one with a ``bind(model, valid_parts)`` method is first
         given this Model and the encoded validation parts, to score plait's metrics.
         """
+        from plait.backend import use_compilation_cache
+
+        use_compilation_cache()  # before a pretrained encoder compiles, in prepare
         train = self.spec.train
         source = open_source(data, train)
         valid_source = open_source(validation_data, train) if validation_data is not None else None
@@ -92,10 +95,11 @@ class Model:
 
     def _train(self, prepared: Prepared, epochs: int | None, callbacks: list[Any] | None,
                run: Run | None, carried: dict | None) -> Model:
-        from plait.backend import set_random_seed
+        from plait.backend import set_random_seed, use_compilation_cache
         from plait.graph import build, compile_model
         from plait.training import Batches
 
+        use_compilation_cache()
         train = self.spec.train
         self.states_ = prepared.states
         set_random_seed(train.seed)
@@ -292,7 +296,7 @@ class Model:
     def load(cls, path: str | Path) -> Model:
         """A trained Model from a bundle directory written by ``Model.save``; every file is
         checked against the manifest and every fitted state validated by its type."""
-        from plait.backend import load_keras_model
+        from plait.backend import load_keras_model, use_compilation_cache
         from plait.graph import compile_model
 
         path = Path(path)
@@ -309,6 +313,7 @@ class Model:
         model.manifest_ = contents.manifest
         if contents.importance is not None:
             model.importance_ = contents.importance
+        use_compilation_cache()
         try:
             keras_model = load_keras_model(contents.keras_file)
         except (ValueError, OSError, KeyError) as error:
