@@ -111,6 +111,8 @@ def test_each_kind_of_column_gets_its_type_and_evidence(tmp_path: Path) -> None:
     assert "integers 18 to 79" in comment_above(text, "age")
     assert "4 distinct of 200" in comment_above(text, "colour")
     assert "text, mean 10 words" in comment_above(text, "review")
+    assert found["review"]["encoder"]["kind"] == "bag"
+    assert "a few words are nearly all n-grams" in comment_above(text, "review")
     assert "2 distinct" in comment_above(text, "member")
     assert "the first is 8×8 grey" in comment_above(text, "photo")
     assert "lists of 4 numbers in every row" in comment_above(text, "embedding")
@@ -346,7 +348,7 @@ def adult(tmp_path: Path) -> Path:
 CASES = {
     "reviews": (reviews, ["Recommended IND", "Rating"], {
         "clothing_id": "category", "age": "number", "title": "text", "review_text": "text",
-        "positive_feedback_count": "number", "division_name": "category",
+        "review_text_gru": "text", "positive_feedback_count": "number", "division_name": "category",
         "department_name": "category", "class_name": "category",
         "recommended_ind": "binary", "rating": "category",
     }, {"'__index_level_0__': identifier"}),
@@ -388,3 +390,25 @@ def test_init_then_train_on_real_data_without_edits(case: str, tmp_path: Path) -
         key = "mae" if output["type"] == "number" else "accuracy"
         assert np.isfinite(metrics[output["name"]][key]), metrics
     assert (tmp_path / "bundle" / "MANIFEST.json").is_file()
+
+
+@pytest.mark.parametrize(("words", "paired"), [(40, True), (260, False)])
+def test_texts_of_review_length_get_a_gru_beside_their_bag(words: int, paired: bool,
+                                                          tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    documents = [" ".join(rng.choice(WORDS, rng.integers(words // 2, words))) for _ in range(60)]
+    path = tmp_path / "documents.parquet"
+    pq.write_table(pa.table({"Body Text": documents, "y": rng.integers(0, 2, 60)}), path)
+    text = infer_config(path, ["y"])
+    found = entries(text)
+    assert found["body_text"]["encoder"]["kind"] == "bag"
+    if not paired:
+        assert list(found) == ["body_text", "y"]
+        assert "no recurrent encoder beside it: over 200 words" in comment_above(text, "body_text")
+        return
+    assert list(found) == ["body_text", "body_text_gru", "y"]
+    gru = found["body_text_gru"]
+    assert gru["column"] == "Body Text"
+    assert gru["encoder"] == {"kind": "gru", "units": 64, "bidirectional": True}
+    assert gru["length"] % 8 == 0 and words - 8 < gru["length"] <= words + 8
+    assert "bidirectional GRU beside the bag above" in comment_above(text, "body_text_gru")

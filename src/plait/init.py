@@ -21,7 +21,7 @@ import re
 import shlex
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,9 @@ class Choice:
     label: str
     entry: dict | None
     evidence: str
+    suffix: str = ""
+    beside: list[Choice] = field(default_factory=list)
+    """Entries reading the same column another way (another encoder beside this one)."""
 
 
 def infer_config(data: Any, targets: str | Sequence[str], sample_rows: int = SAMPLE_ROWS,
@@ -129,7 +132,8 @@ def infer_inputs(sample: Table, table: Table, targets: set[str]) -> list[Choice]
                                   "rename them to use them"))
         else:
             full = table.arrow.column(index)
-            choices.append(infer_input(name, sample.arrow.column(index), full, sample))
+            choice = infer_input(name, sample.arrow.column(index), full, sample)
+            choices += [choice, *choice.beside]
     return choices
 
 
@@ -154,7 +158,8 @@ def infer_input(name: str, column: pa.ChunkedArray, full: pa.ChunkedArray, table
             return Choice(name, None, identifier)
         found = kind.recognise(facts)
         if found is not None:
-            return Choice(name, found.entry, found.evidence)
+            beside = [Choice(name, other.entry, other.evidence, other.suffix) for other in found.beside]
+            return Choice(name, found.entry, found.evidence, beside=beside)
     return Choice(name, None, identifier or _unusable(present))
 
 
@@ -313,7 +318,7 @@ def config_name(column: str) -> str:
 
 def _named(choice: Choice, taken: set[str]) -> dict:
     """The choice's entry with a unique ``name`` first, and ``column`` when it differs."""
-    base = config_name(choice.label.replace("#", ""))
+    base = config_name(choice.label.replace("#", "")) + choice.suffix
     if choice.entry.get("columns") and len(base) < 3:
         base = f"{base}_vector"
     name, number = base, 2

@@ -49,10 +49,13 @@ class Example:
 @dataclass
 class Recognised:
     """What ``plait init`` makes of a column: the config entry (without its name), and the
-    evidence for it, written as the entry's comment."""
+    evidence for it, written as the entry's comment; ``beside``, further entries reading the
+    same column another way, each named after the column with its ``suffix``."""
 
     entry: dict
     evidence: str
+    suffix: str = ""
+    beside: list[Recognised] = field(default_factory=list)
 
 
 class InputType(Strict):
