@@ -302,6 +302,7 @@ def wait_for_running_trial(storage: str, worker: subprocess.Popen) -> int:
 def test_a_tracked_study_logs_each_trial_as_a_child_run(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps its artifacts in ./mlruns
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     result = plait.tune(config_with(trials=2, pruner="none"), PENGUINS, out=tmp_path / "out", track="mlflow",
