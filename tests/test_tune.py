@@ -83,6 +83,13 @@ def test_the_metric_must_be_one_the_output_reports(tmp_path: Path) -> None:
         plait.tune(config, PENGUINS, out=tmp_path / "out", verbose=False)
 
 
+def test_data_without_an_input_column_is_refused_before_a_study_is_written(tmp_path: Path) -> None:
+    frame = pd.read_csv(PENGUINS).drop(columns=["island"])
+    with pytest.raises(plait.PlaitError, match="island"):
+        plait.tune(config_with(), frame, out=tmp_path / "out", verbose=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_config_without_tune_section_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no 'tune' section"):
         plait.tune(BASE, PENGUINS, out=tmp_path, verbose=False)

@@ -143,10 +143,15 @@ def tune(config: str | Path | dict, data: Any, *, out: str | Path, valid: Any = 
         raise ConfigError("tune needs validation rows: pass --valid FILE or set train.validation_split "
                           "above 0")
     out = Path(out)
-    study = _study(optuna, out, storage, study or name, resume, settings, objective, spec.train.seed)
+    if storage is None and (out / STUDY_FILE).exists() and not resume:
+        raise PlaitError(f"{out}: already holds a study ({STUDY_FILE}); pass --resume to continue it, "
+                         "or choose another --out")
+    name = study or name
+    tracking = tracker(track, None, experiment=name, run_name=f"study {name}")
     preparations = Preparations(data, valid, cache_dir)
-    preparations.get(load_spec(base))  # a mistake in the data shows now, not once per trial
-    tracking = tracker(track, None, experiment=study.study_name, run_name=f"study {study.study_name}")
+    # A mistake in the data shows now, before any study is written, not once per trial.
+    preparations.get(load_spec(base))
+    study = _study(optuna, out, storage, name, settings, objective, spec.train.seed)
     with tracking or contextlib.nullcontext():
         runner = Trials(optuna, base, settings, objective, preparations, verbose, track)
         runner.run(study)
@@ -179,14 +184,10 @@ def _base_config(config: str | Path | dict) -> tuple[dict, Spec, str]:
     return base, spec, Path(config).stem if isinstance(config, (str, Path)) else "plait"
 
 
-def _study(optuna: Any, out: Path, storage: str | None, name: str, resume: bool, settings: Tune,
-           objective: Objective, seed: int) -> Any:
-    local = out / STUDY_FILE
-    if storage is None and local.exists() and not resume:
-        raise PlaitError(f"{out}: already holds a study ({STUDY_FILE}); pass --resume to continue it, "
-                         "or choose another --out")
+def _study(optuna: Any, out: Path, storage: str | None, name: str, settings: Tune, objective: Objective,
+           seed: int) -> Any:
     out.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{local.resolve()}"
+    url = storage or f"sqlite:///{(out / STUDY_FILE).resolve()}"
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     rdb = _storage(optuna, url, engine, settings.heartbeat_seconds)
     done = _finished(optuna, rdb, name)
