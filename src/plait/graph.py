@@ -65,9 +65,16 @@ def head(config: Head, x: Any) -> Any:
 def compile_model(model: Any, spec: Spec) -> Any:
     import keras
 
-    optimizer = getattr(keras.optimizers, OPTIMIZERS[spec.train.optimizer])(
-        learning_rate=spec.train.learning_rate
-    )
+    optimizer_class = getattr(keras.optimizers, OPTIMIZERS[spec.train.optimizer])
+    rates = layer_rates(spec)
+    if rates:
+        from plait.layers.rates import with_layer_rates
+
+        optimizer_class = with_layer_rates(optimizer_class)
+    optimizer = optimizer_class(learning_rate=spec.train.learning_rate)
+    for name, rate in rates.items():
+        variables = model.get_layer(name).trainable_variables
+        optimizer.scale_learning_rate(variables, rate / spec.train.learning_rate)
     model.compile(
         optimizer=optimizer,
         loss={out.name: out.keras_loss() for out in spec.outputs},
@@ -75,6 +82,16 @@ def compile_model(model: Any, spec: Spec) -> Any:
         metrics={out.name: out.keras_metrics() for out in spec.outputs},
     )
     return model
+
+
+def layer_rates(spec: Spec) -> dict[str, float]:
+    """Layers that learn at a rate of their own (a fine-tuned backbone), by name: their rate."""
+    rates: dict[str, float] = {}
+    for s in spec.inputs:
+        own = getattr(getattr(s, "encoder", None), "layer_rates", None)
+        if own is not None:
+            rates.update(own(s.name))
+    return rates
 
 
 def layer_groups(spec: Spec, model: Any) -> dict[str, list[Any]]:

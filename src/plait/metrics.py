@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 EPSILON = 1e-7
-LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse"})
+LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse", "hamming_loss"})
 THRESHOLD_METRICS = ("f1", "accuracy", "precision", "recall")
 CURVE_POINTS = 200
 RESIDUAL_SAMPLE = 500
@@ -210,6 +210,55 @@ def category_metrics(truth: np.ndarray, probability: np.ndarray, labels: list[st
         },
         "confusion_matrix": matrix.tolist(),
         "labels": list(labels),
+    }
+
+
+def set_metrics(truth: np.ndarray, probability: np.ndarray, thresholds: np.ndarray,
+                labels: list[str]) -> dict:
+    """truth: rows × labels of 0/1; probability: rows × labels; a label is called where its
+    probability reaches its threshold. Micro F1 counts every (row, label) decision; macro F1
+    averages the labels that occur in the truth or the predictions; Jaccard is each row's
+    |called and true| / |called or true| averaged over rows (1 for a row with neither);
+    Hamming loss is the share of wrong decisions; ROC-AUC is the mean over the labels that
+    occur with both classes.
+
+    >>> truth = np.array([[1, 0], [1, 1], [0, 0]])
+    >>> probability = np.array([[0.9, 0.2], [0.4, 0.7], [0.1, 0.6]])
+    >>> scores = set_metrics(truth, probability, np.array([0.5, 0.5]), ["a", "b"])
+    >>> round(scores["micro_f1"], 4), scores["jaccard"], round(scores["hamming_loss"], 4)
+    (0.6667, 0.5, 0.3333)
+    >>> scores["per_label"]["a"]
+    {'precision': 1.0, 'recall': 0.5, 'f1': 0.6666666666666666, 'support': 2}
+    """
+    positive = truth == 1
+    called = probability >= thresholds
+    hits = np.count_nonzero(called & positive, axis=0)
+    calls, support = np.count_nonzero(called, axis=0), np.count_nonzero(positive, axis=0)
+    precision = hits / np.maximum(calls, 1)
+    recall = hits / np.maximum(support, 1)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros(len(labels)), where=total > 0)
+    seen = (support > 0) | (calls > 0)
+    micro = 2 * hits.sum() / max(calls.sum() + support.sum(), 1)
+    either = np.count_nonzero(called | positive, axis=1)
+    both = np.count_nonzero(called & positive, axis=1)
+    jaccard = np.where(either > 0, both / np.maximum(either, 1), 1.0)
+    clipped = np.clip(probability, EPSILON, 1 - EPSILON)
+    aucs = [roc_auc(positive[:, i], probability[:, i]) for i in range(len(labels))]
+    aucs = [auc for auc in aucs if np.isfinite(auc)]
+    return {
+        "micro_f1": float(micro),
+        "macro_f1": float(f1[seen].mean()) if seen.any() else 0.0,
+        "jaccard": float(jaccard.mean()) if jaccard.size else 0.0,
+        "hamming_loss": float(np.mean(called != positive)) if positive.size else 0.0,
+        "roc_auc": float(np.mean(aucs)) if aucs else float("nan"),
+        "log_loss": float(-np.mean(np.where(positive, np.log(clipped), np.log(1 - clipped))))
+        if positive.size else float("nan"),
+        "per_label": {
+            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                    "support": int(support[i])}
+            for i, label in enumerate(labels)
+        },
     }
 
 

@@ -197,7 +197,8 @@ def add_reports(total: dict[str, dict], report: dict[str, dict]) -> dict[str, di
 
 def needed_columns(spec: Spec, targets: bool = True) -> list[str]:
     columns = [c for s in spec.inputs for c in s.source_columns()]
-    return list(dict.fromkeys(columns + ([out.source for out in spec.outputs] if targets else [])))
+    targeted = [c for out in spec.outputs for c in out.source_columns()] if targets else []
+    return list(dict.fromkeys(columns + targeted))
 
 
 def sample(spec: Spec, source: Source, split: float, rows: int) -> Table:

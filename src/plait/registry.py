@@ -11,12 +11,15 @@ from plait.features.date import DateInput
 from plait.features.image import ImageInput
 from plait.features.number import NumberInput
 from plait.features.sequence import SequenceInput
+from plait.features.set import SetInput
 from plait.features.text import TextInput
 from plait.features.vector import VectorInput
 from plait.merges import Add, Attention, Average, Concat, Gated, Maximum, Multiply
 from plait.targets.binary import BinaryOutput
 from plait.targets.category import CategoryOutput
 from plait.targets.number import NumberOutput
+from plait.targets.set import SetOutput
+from plait.targets.vector import VectorOutput
 
 INPUT_TYPES = {
     "number": NumberInput,
@@ -27,12 +30,15 @@ INPUT_TYPES = {
     "image": ImageInput,
     "sequence": SequenceInput,
     "date": DateInput,
+    "set": SetInput,
 }
 
 OUTPUT_TYPES = {
     "binary": BinaryOutput,
     "category": CategoryOutput,
     "number": NumberOutput,
+    "set": SetOutput,
+    "vector": VectorOutput,
 }
 
 MERGES = {merge.model_fields["strategy"].default: merge

@@ -19,7 +19,8 @@ from plait.explain import ranked
 
 NAMES = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1",
          "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "log_loss": "log loss", "macro_f1": "macro F1",
-         "weighted_f1": "weighted F1", "mae": "MAE", "rmse": "RMSE", "r2": "R²"}
+         "weighted_f1": "weighted F1", "micro_f1": "micro F1", "jaccard": "Jaccard",
+         "hamming_loss": "Hamming loss", "mae": "MAE", "rmse": "RMSE", "r2": "R²"}
 """How each metric is named on the page, in the order it is shown."""
 
 STYLE = """
@@ -187,7 +188,7 @@ def _data_section(report: dict, spec: Any) -> str:
                      Number(seen.get("unseen", ""))])
     targets = inputs.get("targets", {})
     for out in spec.outputs:
-        rows.append([out.name, f"target ({out.type})", _e(out.source),
+        rows.append([out.name, f"target ({out.type})", _e(", ".join(out.source_columns())),
                      Number(targets.get(out.name, {}).get("missing", "")), "left out of its loss", ""])
     return ("<h2>Data</h2><p class=\"note\">" + _e("; ".join(counts) or "no counts recorded") + ". Missing "
             "values follow each input's policy; out-of-vocabulary values (categories or words not seen "

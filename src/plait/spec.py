@@ -426,10 +426,11 @@ def _output_references(spec: Spec) -> list[str]:
 def _leaks(spec: Spec) -> list[str]:
     used = {column: f"inputs[{i}]" for i, s in enumerate(spec.inputs) for column in s.source_columns()}
     return [
-        f"outputs[{i}].column: found {out.source!r}, which {used[out.source]} also reads; "
-        "expected a target column that is not an input (it would leak the answer)"
+        f"outputs[{i}].{'columns' if len(out.source_columns()) > 1 else 'column'}: found {column!r}, which "
+        f"{used[column]} also reads; expected a target column that is not an input (it would leak the answer)"
         for i, out in enumerate(spec.outputs)
-        if out.source in used
+        for column in out.source_columns()
+        if column in used
     ]
 
 

@@ -1,5 +1,5 @@
 """Pretrained encoders (``pip install plait[pretrained]``): keras-hub backbones that embed a
-text or an image column before the model.
+text or an image column, frozen before the model, or fine-tuned inside it.
 
 ``encoder: {kind: pretrained, preset: NAME_OR_DIR}`` on a ``text`` input loads a BERT-family
 backbone (BERT, DistilBERT, RoBERTa, ...) and its tokenizer; on an ``image`` input, an image
@@ -7,18 +7,29 @@ backbone (ResNet, EfficientNet, MobileNet, ...) and its preset's image preproces
 preset is a keras-hub preset name or handle, or a local directory in keras-hub format or in
 Hugging Face format (``config.json``, ``model.safetensors``, ``tokenizer.json``).
 
-A frozen encoder is preprocessing: ``encode`` runs the backbone over each row once, in
-batches, and the model's input is the pooled vector. Training, streamed parts and their
-on-disk cache keep those vectors, so an epoch costs only the layers above them, and the
-Keras model holds nothing but plain Keras layers (``plait code`` writes it, a bundle loads
-it in safe mode). Predicting runs the backbone again, loaded once per process. Text is
-tokenised with the ``tokenizers`` package, from ``tokenizer.json`` where there is one, or
-from the WordPiece vocabulary (``vocab.txt``, or a keras-hub BERT preset's), so no
+A frozen encoder (``trainable: false``, the default) is preprocessing: ``encode`` runs the
+backbone over each row once, in batches, and the model's input is the pooled vector.
+Training, streamed parts and their on-disk cache keep those vectors, so an epoch costs only
+the layers above them, and the Keras model holds nothing but plain Keras layers (``plait
+code`` writes it, a bundle loads it in safe mode). Predicting runs the backbone again,
+loaded once per process.
+
+A trainable text encoder (``trainable: true``) fine-tunes the backbone with the model:
+``encode`` only tokenises, into token ids and a padding mask of ``length`` tokens packed in
+one int32 array (rows × 2 × length), and the backbone is a layer of the Keras model
+(``plait.layers.TextBackbone``), pooled there, so every epoch runs it forward and backward.
+Its ``learning_rate`` (by default the model's) is its own: the optimizer scales the steps
+of the backbone's weights (``plait.layers.rates``). The bundle's model.keras holds the
+fine-tuned weights; predicting needs only the preset's tokenizer. Image backbones are
+frozen only.
+
+Text is tokenised with the ``tokenizers`` package, from ``tokenizer.json`` where there is
+one, or from the WordPiece vocabulary (``vocab.txt``, or a keras-hub BERT preset's), so no
 TensorFlow text op is ever run.
 
 The fitted state records the preset, the sizes, and a fingerprint: the sha256 of the
-backbone's weights and the tokenizer (or the image preprocessing); a bundle refuses to
-predict with another checkpoint.
+backbone's weights and the tokenizer (or the image preprocessing), of the tokenizer alone
+for a trainable encoder; a bundle refuses to predict with another checkpoint.
 
 An input type lets its encoder take its methods over with ``handed_to_encoder``: when the
 encoder says it ``embeds_column``, the input's ``fit``, ``encode``, ``input_shape`` and the
@@ -26,6 +37,8 @@ rest are the encoder's, called with the input first.
 
 >>> PretrainedTextEncoder(preset="models/all-MiniLM-L6-v2").pooling
 'mean'
+>>> PretrainedTextEncoder(preset="models/all-MiniLM-L6-v2", trainable=True, learning_rate=2e-5).array_dtype
+'int32'
 >>> PretrainedImageEncoder(preset="resnet_18_imagenet").pooling
 'average'
 """
@@ -57,6 +70,9 @@ BUCKETS = (16, 32, 64, 128, 256, 512)
 backbone is compiled for a few shapes only and short texts cost little."""
 WORD_LEVEL_KEYS = ("vocabulary_size", "min_frequency", "embedding_dim", "lowercase")
 """Text input keys of the word-level encoders, which a pretrained tokenizer replaces."""
+PLACEHOLDER_LENGTH = 128
+"""Tokens per row of a trainable text encoder described before fitting, without ``length``
+(fitting infers it from the training texts)."""
 
 
 # -- taking an input type's methods over ------------------------------------------------------
@@ -86,11 +102,12 @@ def handed_to_encoder(*methods: Callable) -> tuple[Callable, ...]:
 
 
 def dtype_handed_to_encoder(own: str | property) -> property:
-    """An input type's ``input_dtype``: float32 (the embedding) when its encoder embeds the
-    column, and otherwise its own (a string, or a property)."""
+    """An input type's ``input_dtype``: the encoder's ``array_dtype`` (float32 for an
+    embedding, int32 for token ids) when it embeds the column, and otherwise its own (a
+    string, or a property)."""
     def dtype(self: Any) -> str:
         if getattr(self.encoder, "embeds_column", False):
-            return "float32"
+            return self.encoder.array_dtype
         return own.fget(self) if isinstance(own, property) else own
     return property(dtype)
 
@@ -108,16 +125,26 @@ class PretrainedSettings(Strict):
     batch_size: int = Field(default=32, gt=0, le=4096)
 
     embeds_column: ClassVar[bool] = True
+    frozen_only: ClassVar[str | None] = None
+    """Why this kind of backbone cannot be fine-tuned (None: it can)."""
 
     @model_validator(mode="after")
-    def _frozen_only(self) -> PretrainedSettings:
-        if self.trainable:
-            raise ValueError("trainable: true (fine-tuning the backbone inside the model) is not available "
-                             "yet; use trainable: false, which embeds each row once with the frozen backbone")
-        if self.learning_rate is not None:
+    def _training_keys(self) -> PretrainedSettings:
+        if self.trainable and self.frozen_only is not None:
+            raise ValueError(f"trainable: true is not available here: {self.frozen_only}; use trainable: "
+                             "false, which embeds each row once with the frozen backbone")
+        if self.learning_rate is not None and not self.trainable:
             raise ValueError("learning_rate applies to a trainable encoder; a frozen one (trainable: false) "
                              "has no weights to train")
+        if self.trainable and self.batch_size != type(self).model_fields["batch_size"].default:
+            raise ValueError("batch_size applies to a frozen encoder, which embeds the rows before the "
+                             "model; a trainable one runs inside the model, in batches of train.batch_size")
         return self
+
+    @property
+    def array_dtype(self) -> str:
+        """The dtype of the input's encoded array: the embedding's."""
+        return "float32"
 
     def preprocessing(self) -> dict[str, Any]:
         """A frozen backbone's outputs are the encoded array: all of its keys shape them."""
@@ -127,17 +154,44 @@ class PretrainedSettings(Strict):
         """The preset as the state records it: a directory's absolute path, or the name."""
         return resolve(self.preset)[0]
 
+    def layer_rates(self, name: str) -> dict[str, float]:
+        """The learning rate of the backbone layer of input ``name``, when it has its own.
+
+        >>> PretrainedTextEncoder(preset="p", trainable=True, learning_rate=1e-5).layer_rates("review")
+        {'review_backbone': 1e-05}
+        """
+        return {f"{name}_backbone": self.learning_rate} if self.learning_rate is not None else {}
+
 
 class PretrainedTextEncoder(PretrainedSettings, Encoder):
     """A pretrained BERT-family backbone: each text is tokenised by the preset's tokenizer
-    (cut at the input's ``length`` tokens, by default the preset's own limit), and the last
-    hidden states are pooled to one vector: ``mean`` over the tokens (padding left out) or
-    the first token's (``cls``); ``normalize`` scales it to unit length. ``batch_size`` rows
-    go through the backbone at a time. A missing text is embedded as an empty one.
+    (cut at the input's ``length`` tokens), and the last hidden states are pooled to one
+    vector: ``mean`` over the tokens (padding left out) or the first token's (``cls``);
+    ``normalize`` scales it to unit length. A missing text is embedded as an empty one.
+
+    Frozen, each row is embedded once before the model, ``batch_size`` rows at a time, at
+    most ``length`` tokens (by default the preset's own limit). Trainable, the backbone is
+    fine-tuned inside the model at ``learning_rate`` (by default the model's), on ``length``
+    tokens per row (by default the 95th percentile of the training texts' token counts, at
+    most the preset's limit).
     """
 
     pooling: Literal["mean", "cls"] = "mean"
     normalize: bool = False
+
+    @property
+    def array_dtype(self) -> str:
+        """The dtype of the input's encoded array: token ids when trainable, else the embedding's."""
+        return "int32" if self.trainable else "float32"
+
+    def preprocessing(self) -> dict[str, Any]:
+        """A trainable backbone pools inside the model: its pooling and learning rate change
+        only the model, and the encoded tokens are the same."""
+        kept = super().preprocessing()
+        if self.trainable:
+            for key in ("pooling", "normalize", "learning_rate"):
+                del kept[key]
+        return kept
 
     def apply(self, x: Any, name: str) -> Any:
         raise ConfigError(f"input {name!r}: encoder kind 'pretrained' embeds text (or images); this input "
@@ -146,34 +200,69 @@ class PretrainedTextEncoder(PretrainedSettings, Encoder):
     # -- the text input's methods, taken over ----------------------------------------------
 
     def fit(self, spec: Any, table: Any) -> PretrainedTextState:
-        table.strings(spec.source, spec.describe_use())
-        return self.placeholder_state(spec)
+        text = table.strings(spec.source, spec.describe_use())
+        if not self.trainable or spec.length is not None:
+            return self.placeholder_state(spec)
+        facts, tokens = self.backbone_facts(spec), loaded_tokenizer(self.source(), spec.name)
+        counts = [len(ids) for ids in tokens.token_ids(pc.fill_null(text, "").to_pylist(),
+                                                          facts.default_length)]
+        length = int(np.ceil(np.percentile(counts, 95))) if counts else facts.default_length
+        return self.token_state(spec, facts, tokens, max(length, 1))
 
     def placeholder_state(self, spec: Any) -> PretrainedTextState:
+        facts = self.backbone_facts(spec)
+        if self.trainable:
+            return self.token_state(spec, facts, loaded_tokenizer(self.source(), spec.name),
+                                    spec.length or min(facts.default_length, PLACEHOLDER_LENGTH))
+        model = loaded_text(self.source(), spec.name)
+        state = PretrainedTextState(
+            preset=self.source(), fingerprint=model.fingerprint, architecture=facts.architecture,
+            tokenizer=model.tokens.source, lowercase=model.tokens.lowercase,
+            strip_accents=model.tokens.strip_accents, hidden=facts.hidden,
+            length=self.checked_length(spec, facts, spec.length or facts.default_length),
+            pooling=self.pooling, normalize=self.normalize, empty=[0.0] * facts.hidden)
+        empty = model.embed([""], state, self.batch_size)[0]
+        return state.model_copy(update={"empty": empty[0].tolist()})
+
+    def token_state(self, spec: Any, facts: TextFacts, tokens: TextTokenizer,
+                    length: int) -> PretrainedTextState:
+        """A trainable encoder's state: the tokenizer's, and the backbone's sizes."""
+        return PretrainedTextState(
+            preset=self.source(), fingerprint=tokens.fingerprint, architecture=facts.architecture,
+            tokenizer=tokens.source, lowercase=tokens.lowercase, strip_accents=tokens.strip_accents,
+            hidden=facts.hidden, length=self.checked_length(spec, facts, length), trainable=True,
+            pad_id=tokens.pad_id, pooling=None, normalize=None, empty=[])
+
+    def backbone_facts(self, spec: Any) -> TextFacts:
+        """The backbone's sizes (the input's word-level keys refused first: they have no use)."""
         # values other than the defaults: a saved spec writes every key out, defaults included
         given = [key for key in WORD_LEVEL_KEYS if getattr(spec, key) != type(spec).model_fields[key].default]
         if given:
             raise ConfigError(f"input {spec.name!r}: {', '.join(given)} applies to word-level text encoders; "
                               "a pretrained encoder uses its preset's own tokenizer and embeddings")
-        model = loaded_text(self.source(), spec.name)
-        length = spec.length or model.default_length
-        if length > model.max_length:
+        if self.trainable:
+            return text_facts(load_text_backbone(self.source(), spec.name, weights=False), self.source())
+        return loaded_text(self.source(), spec.name).facts
+
+    def checked_length(self, spec: Any, facts: TextFacts, length: int) -> int:
+        if length > facts.max_length:
             raise ConfigError(f"input {spec.name!r}: length: found {length}; expected at most "
-                              f"{model.max_length}, the longest input of preset {self.preset!r}")
-        state = PretrainedTextState(
-            preset=self.source(), fingerprint=model.fingerprint, architecture=model.architecture,
-            tokenizer=model.tokenizer_source, lowercase=model.lowercase, strip_accents=model.strip_accents,
-            hidden=model.hidden, length=length, pooling=self.pooling, normalize=self.normalize,
-            empty=[0.0] * model.hidden)
-        empty = model.embed([""], state, self.batch_size)[0]
-        return state.model_copy(update={"empty": empty[0].tolist()})
+                              f"{facts.max_length}, the longest input of preset {self.preset!r}")
+        return length
 
     def load_state(self, spec: Any, raw: Any) -> PretrainedTextState:
-        return PretrainedTextState.model_validate(raw)
+        state = PretrainedTextState.model_validate(raw)
+        if state.trainable:
+            keras_hub()  # registers the backbone classes that model.keras names
+        return state
 
     def encode(self, spec: Any, table: Any, state: PretrainedTextState) -> Encoded:
         text = table.strings(spec.source, spec.describe_use())
         missing = pc.is_null(text).to_numpy(zero_copy_only=False)
+        if state.trainable:
+            tokens = loaded_tokenizer(state.preset, spec.name, state.fingerprint)
+            packed, unknown = tokens.packed(pc.fill_null(text, "").to_pylist(), state.length)
+            return Encoded(packed, missing, unknown)
         values = text.to_pylist()
         model = loaded_text(state.preset, spec.name, state.fingerprint)
         present = [value for value, absent in zip(values, missing, strict=True) if not absent]
@@ -184,34 +273,69 @@ class PretrainedTextEncoder(PretrainedSettings, Encoder):
         return Encoded(out, missing, unknown)
 
     def input_shape(self, spec: Any, state: PretrainedTextState) -> tuple[int, ...]:
-        return (state.hidden,)
+        return (2, state.length) if state.trainable else (state.hidden,)
 
     def encoding_layers(self, spec: Any, x: Any, state: PretrainedTextState) -> Any:
-        return x
+        if not state.trainable:
+            return x
+        from plait.layers import TextBackbone
+
+        # a fresh copy from the preset: the one cached for frozen embedding must stay as it is
+        backbone = load_text_backbone(state.preset, spec.name)
+        return TextBackbone(backbone, pooling=self.pooling, normalize=self.normalize,
+                            name=f"{spec.name}_backbone")(x)
 
     def neutral(self, spec: Any, state: PretrainedTextState) -> np.ndarray:
-        """The embedding of an empty text (what a missing one gets)."""
+        """An empty text: its embedding, or its token ids and mask (what a missing one gets)."""
+        if state.trainable:
+            tokens = loaded_tokenizer(state.preset, spec.name, state.fingerprint)
+            return tokens.packed([""], state.length)[0][0]
         return np.asarray(state.empty, np.float64)
 
     def schema_details(self, spec: Any, state: PretrainedTextState) -> dict[str, Any]:
-        return {"length": state.length, "preset": state.preset, "pooling": state.pooling}
+        return {"length": state.length, "preset": state.preset, "pooling": state.pooling or self.pooling}
 
     def describe_array(self, spec: Any, state: PretrainedTextState, fitted: bool) -> str:
-        pooled = ("mean over the tokens (padding left out)" if state.pooling == "mean"
-                  else "first ([CLS]) token")
-        unit = ", scaled to unit length" if state.normalize else ""
+        # a frozen encoder's vectors were pooled as its state says; a trainable one pools in the model
+        pooling, normalize = ((self.pooling, self.normalize) if state.trainable
+                              else (state.pooling, state.normalize))
+        pooled = "mean over the tokens (padding left out)" if pooling == "mean" else "first ([CLS]) token"
+        unit = ", scaled to unit length" if normalize else ""
+        if state.trainable:
+            rate = (f"at learning rate {self.learning_rate}" if self.learning_rate
+                    else "at the model's learning rate")
+            summary = (f"{state.length} token ids of the tokenizer of keras-hub preset {state.preset!r} "
+                       f"(padding: id {state.pad_id}), and below them the padding mask (1: a token, 0: "
+                       f"padding); a missing text is an empty one. The layer {spec.name}_backbone fine-tunes "
+                       f"the pretrained {state.architecture} on them, {rate}, and pools its last hidden "
+                       f"states: the {pooled}{unit}. plait makes the arrays before the model, as this "
+                       "code does:")
+            return commented(summary, tokens_code(spec.name, state))
         summary = (f"{state.hidden} numbers: the {pooled} of the last hidden states of the pretrained "
                    f"{state.architecture} (keras-hub preset {state.preset!r}, frozen), at most "
                    f"{state.length} tokens{unit}; a missing text is embedded as an empty one. plait "
                    "computes them before the model, as this code does:")
         return commented(summary, text_code(spec.name, state))
 
+    def written_layers(self, name: str, state: PretrainedTextState) -> tuple[list[str], dict[str, str]]:
+        """For ``plait code``: the imports and the layer calls this encoder writes itself (a
+        trainable backbone, made from its preset with keras-hub)."""
+        if not state.trainable:
+            return [], {}
+        options = "" if self.pooling == "mean" else f", pooling={json.dumps(self.pooling)}"
+        options += ", normalize=True" if self.normalize else ""
+        call = (f"TextBackbone(keras_hub.models.Backbone.from_preset({json.dumps(state.preset)}){options}, "
+                f"name={json.dumps(name + '_backbone')})")
+        return ["import keras_hub"], {f"{name}_backbone": call}
+
 
 class PretrainedTextState(FittedState):
     """The preset (a directory's absolute path, or a keras-hub name), the fingerprint of its
-    weights and tokenizer, the backbone class, where the tokenizer came from, the embedding
-    size, the tokens per row, the pooling, and the embedding of an empty text. ``lowercase``
-    and ``strip_accents`` are those of a tokenizer made from a WordPiece vocabulary."""
+    weights and tokenizer (of the tokenizer alone when trainable), the backbone class, where
+    the tokenizer came from, the embedding size, the tokens per row, the pooling, and the
+    embedding of an empty text. ``lowercase`` and ``strip_accents`` are those of a tokenizer
+    made from a WordPiece vocabulary. A ``trainable`` encoder's state has the id that pads
+    tokens, and neither pooling nor embedding: the model pools, by its config."""
 
     preset: str
     fingerprint: str
@@ -221,19 +345,23 @@ class PretrainedTextState(FittedState):
     strip_accents: bool | None = None
     hidden: int = Field(gt=0)
     length: int = Field(gt=0)
-    pooling: Literal["mean", "cls"]
-    normalize: bool
+    trainable: bool = False
+    pad_id: int = Field(default=0, ge=0)
+    pooling: Literal["mean", "cls"] | None
+    normalize: bool | None
     empty: list[float]
 
 
 class PretrainedImageEncoder(PretrainedSettings):
-    """A pretrained image backbone: each image is decoded at the preset's image size (the
-    input's ``size`` when the preset has none), in RGB, scaled and offset as the preset's image
-    converter does, and its last feature map pooled (``average`` or ``max``) to one vector.
-    A missing image is embedded as a black one.
+    """A pretrained image backbone, frozen: each image is decoded at the preset's image size
+    (the input's ``size`` when the preset has none), in RGB, scaled and offset as the preset's
+    image converter does, and its last feature map pooled (``average`` or ``max``) to one
+    vector. A missing image is embedded as a black one.
     """
 
     pooling: Literal["average", "max"] = "average"
+
+    frozen_only: ClassVar[str | None] = "image backbones are frozen only (text inputs can fine-tune theirs)"
 
     # -- the image input's methods, taken over ---------------------------------------------
 
@@ -368,10 +496,11 @@ def tokenizers() -> Any:
     return module
 
 
-def load_backbone(preset: str, name: str) -> Any:
+def load_backbone(preset: str, name: str, weights: bool = True) -> Any:
+    """The preset's backbone, a new one at each call (``weights=False``: random weights)."""
     library = keras_hub()
     try:
-        return library.models.Backbone.from_preset(preset)
+        return library.models.Backbone.from_preset(preset, load_weights=weights)
     except Exception as error:  # noqa: BLE001 - keras-hub's loaders (and downloads) raise many kinds
         raise ConfigError(f"input {name!r}: the pretrained preset {preset!r} cannot be loaded: "
                           f"{error}") from None
@@ -388,7 +517,7 @@ def weights_digest(backbone: Any) -> Any:
 
 
 _LOADED: dict[tuple[str, str], Any] = {}
-_LOADING = threading.Lock()
+_LOADING = threading.RLock()  # a loaded text backbone loads (and caches) its tokenizer first
 
 
 def cached(kind: str, preset: str, load: Callable[[], Any]) -> Any:
@@ -417,28 +546,65 @@ def missing_directory(preset: str, name: str) -> None:
 
 
 @dataclass
-class LoadedText:
-    """A text backbone with its tokenizer, loaded once per process."""
+class TextTokenizer:
+    """A preset's tokenizer (a ``tokenizers.Tokenizer``), where it came from, and, for one made
+    from a WordPiece vocabulary, whether it lowercases and strips accents; loaded once per
+    process. Its fingerprint is the sha256 of its JSON form."""
 
-    backbone: Any
     tokenizer: Any
-    tokenizer_source: str
+    source: str
     lowercase: bool | None
     strip_accents: bool | None
     pad_id: int
     unknown_id: int | None
-    max_length: int
-    default_length: int
     fingerprint: str
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    @property
-    def architecture(self) -> str:
-        return type(self.backbone).__name__
+    def token_ids(self, texts: Sequence[str], length: int) -> list[np.ndarray]:
+        """Each text's token ids, special tokens included, cut at ``length``."""
+        with self.lock:  # the truncation is the tokenizer's own state
+            self.tokenizer.enable_truncation(max_length=length)
+            self.tokenizer.no_padding()
+            encodings = self.tokenizer.encode_batch(list(texts))
+        return [np.asarray(encoding.ids, np.int32) for encoding in encodings]
 
-    @property
-    def hidden(self) -> int:
-        return int(self.backbone.hidden_dim)
+    def packed(self, texts: Sequence[str], length: int) -> tuple[np.ndarray, int]:
+        """The token ids of each text, padded to ``length``, and below them its padding mask
+        (1: a token, 0: padding), as one int32 array (rows × 2 × length); and the number of
+        unknown tokens met."""
+        ids = self.token_ids(texts, length)
+        counts = np.fromiter(map(len, ids), np.int64, len(ids))
+        flat = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+        rows = np.repeat(np.arange(len(ids)), counts)
+        steps = np.arange(flat.size) - np.repeat(np.cumsum(counts) - counts, counts)
+        out = np.zeros((len(ids), 2, length), np.int32)
+        out[:, 0] = self.pad_id
+        out[rows, 0, steps] = flat
+        out[rows, 1, steps] = 1
+        unknown = int(np.count_nonzero(flat == self.unknown_id)) if self.unknown_id is not None else 0
+        return out, unknown
+
+
+@dataclass
+class TextFacts:
+    """What plait needs to know of a text backbone: its class, its hidden size, the longest
+    input it reads, and the length a text is cut at by default."""
+
+    architecture: str
+    hidden: int
+    max_length: int
+    default_length: int
+
+
+@dataclass
+class LoadedText:
+    """A frozen text backbone with its tokenizer, loaded once per process."""
+
+    backbone: Any
+    tokens: TextTokenizer
+    facts: TextFacts
+    fingerprint: str
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def embed(self, texts: Sequence[str], state: PretrainedTextState,
               batch_size: int) -> tuple[np.ndarray, int]:
@@ -446,27 +612,24 @@ class LoadedText:
         out = np.zeros((len(texts), state.hidden), np.float32)
         if not texts:
             return out, 0
+        tokens = self.tokens.token_ids(texts, state.length)
+        counts = np.array([len(ids) for ids in tokens])
+        order = np.argsort(counts, kind="stable")
+        unknown = 0
         with self.lock:
-            self.tokenizer.enable_truncation(max_length=state.length)
-            self.tokenizer.no_padding()
-            encodings = self.tokenizer.encode_batch(list(texts))
-            tokens = [np.asarray(encoding.ids, np.int32) for encoding in encodings]
-            counts = np.array([len(ids) for ids in tokens])
-            order = np.argsort(counts, kind="stable")
-            unknown = 0
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
                 width = next((b for b in BUCKETS if b >= counts[rows].max()), state.length)
                 width = min(width, state.length)
-                ids = np.full((batch_size, width), self.pad_id, np.int32)
+                ids = np.full((batch_size, width), self.tokens.pad_id, np.int32)
                 mask = np.zeros((batch_size, width), np.int32)
                 for slot, row in enumerate(rows):
                     ids[slot, :counts[row]] = tokens[row]
                     mask[slot, :counts[row]] = 1
-                if self.unknown_id is not None:
-                    unknown += int(np.count_nonzero((ids == self.unknown_id) & (mask == 1)))
+                if self.tokens.unknown_id is not None:
+                    unknown += int(np.count_nonzero((ids == self.tokens.unknown_id) & (mask == 1)))
                 hidden = self.hidden_states(ids, mask)
-                out[rows] = pooled(hidden[:len(rows)], mask[:len(rows)], state.pooling)
+                out[rows] = pooled(hidden[:len(rows)], mask[:len(rows)], state.pooling or "mean")
         if state.normalize:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out, unknown
@@ -500,24 +663,47 @@ def loaded_text(preset: str, name: str, fingerprint: str | None = None) -> Loade
 
 
 def load_text(preset: str, name: str) -> LoadedText:
+    tokens = loaded_tokenizer(preset, name)
+    backbone = load_text_backbone(preset, name)
+    digest = weights_digest(backbone)
+    digest.update(tokens.tokenizer.to_str().encode("utf-8"))
+    return LoadedText(backbone, tokens, text_facts(backbone, preset), digest.hexdigest())
+
+
+def loaded_tokenizer(preset: str, name: str, fingerprint: str | None = None) -> TextTokenizer:
+    missing_directory(preset, name)
+    tokens = cached("tokenizer", preset, lambda: load_tokenizer(preset, name))
+    return checked(tokens, preset, name, fingerprint)
+
+
+def load_tokenizer(preset: str, name: str) -> TextTokenizer:
     directory = Path(preset) if Path(preset).is_absolute() else None
     tokenizer, source, lowercase, strip_accents = text_tokenizer(preset, directory, name)
-    backbone = load_backbone(preset, name)
+    pad_id = special_id(tokenizer, ("[PAD]", "<pad>")) or 0
+    unknown_id = special_id(tokenizer, ("[UNK]", "<unk>"))
+    fingerprint = hashlib.sha256(tokenizer.to_str().encode("utf-8")).hexdigest()
+    return TextTokenizer(tokenizer, source, lowercase, strip_accents, pad_id, unknown_id, fingerprint)
+
+
+def load_text_backbone(preset: str, name: str, weights: bool = True) -> Any:
+    """A new text backbone from the preset (random weights with ``weights=False``)."""
+    backbone = load_backbone(preset, name, weights)
     if "token_ids" not in backbone.input or "padding_mask" not in backbone.input:
         raise ConfigError(f"input {name!r}: preset {preset!r} holds a {type(backbone).__name__}, which does "
                           "not read token ids and a padding mask; expected a BERT-family text backbone")
+    return backbone
+
+
+def text_facts(backbone: Any, preset: str) -> TextFacts:
+    """The backbone's facts; the default length is the preset's limit, or what a sentence-
+    transformers folder's ``sentence_bert_config.json`` sets, and at most 512."""
     max_length = int(getattr(backbone, "max_sequence_length", 512) or 512)
     default_length = min(max_length, 512)
-    settings = directory / "sentence_bert_config.json" if directory else None
+    settings = Path(preset, "sentence_bert_config.json") if Path(preset).is_absolute() else None
     if settings is not None and settings.is_file():
         default_length = min(max_length, int(json.loads(settings.read_text()).get("max_seq_length")
                                              or default_length))
-    pad_id = special_id(tokenizer, ("[PAD]", "<pad>")) or 0
-    unknown_id = special_id(tokenizer, ("[UNK]", "<unk>"))
-    digest = weights_digest(backbone)
-    digest.update(tokenizer.to_str().encode("utf-8"))
-    return LoadedText(backbone, tokenizer, source, lowercase, strip_accents, pad_id, unknown_id, max_length,
-                      default_length, digest.hexdigest())
+    return TextFacts(type(backbone).__name__, int(backbone.hidden_dim), max_length, default_length)
 
 
 def special_id(tokenizer: Any, tokens: tuple[str, ...]) -> int | None:
@@ -577,10 +763,10 @@ def wordpiece(words: list[str], lowercase: bool, strip_accents: bool | None, unk
     return tokenizer
 
 
-def text_code(name: str, state: PretrainedTextState) -> list[str]:
-    """Python that makes this input's arrays with keras-hub and tokenizers, as plait does; its
-    names start with the input's, so the code of several inputs can stand side by side."""
-    tokenizer, backbone = f"{name}_tokenizer", f"{name}_backbone"
+def tokenizer_code(name: str, state: PretrainedTextState) -> list[str]:
+    """Python that makes the preset's tokenizer, cutting at the state's length, as plait
+    does; it needs ``tokenizers`` (and keras-hub for a keras-hub vocabulary)."""
+    tokenizer = f"{name}_tokenizer"
     if state.tokenizer == "tokenizer.json":
         made = [f"{tokenizer} = tokenizers.Tokenizer.from_file(",
                 f"    {str(Path(state.preset, 'tokenizer.json'))!r})"]
@@ -597,11 +783,16 @@ def text_code(name: str, state: PretrainedTextState) -> list[str]:
                 f"{tokenizer}.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()",
                 f"{tokenizer}.post_processor = tokenizers.processors.BertProcessing(",
                 f"    ('[SEP]', {name}_ids['[SEP]']), ('[CLS]', {name}_ids['[CLS]']))"]
+    return [*made, f"{tokenizer}.enable_truncation(max_length={state.length})", f"{tokenizer}.no_padding()"]
+
+
+def text_code(name: str, state: PretrainedTextState) -> list[str]:
+    """Python that makes this input's arrays with keras-hub and tokenizers, as plait does; its
+    names start with the input's, so the code of several inputs can stand side by side."""
+    tokenizer, backbone = f"{name}_tokenizer", f"{name}_backbone"
     pool = ("hidden[:, 0]" if state.pooling == "cls" else
             "(hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)")
-    lines = ["import keras_hub", "import numpy as np", "import tokenizers", *made,
-             f"{tokenizer}.enable_truncation(max_length={state.length})",
-             f"{tokenizer}.no_padding()",
+    lines = ["import keras_hub", "import numpy as np", "import tokenizers", *tokenizer_code(name, state),
              f"{backbone} = keras_hub.models.Backbone.from_preset({state.preset!r})",
              "", f"def embed_{name}(texts):",
              f"    tokens = {tokenizer}.encode_batch([text or '' for text in texts])",
@@ -619,6 +810,20 @@ def text_code(name: str, state: PretrainedTextState) -> list[str]:
     if state.normalize:
         lines.append("    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)")
     return lines + ["    return vectors.astype('float32')"]
+
+
+def tokens_code(name: str, state: PretrainedTextState) -> list[str]:
+    """Python that makes a trainable encoder's arrays (token ids over the padding mask) with
+    tokenizers, as plait does; its names start with the input's."""
+    hub = ["import keras_hub"] if state.tokenizer == "keras-hub" else []
+    return [*hub, "import numpy as np", "import tokenizers", *tokenizer_code(name, state),
+            "", f"def tokens_{name}(texts):",
+            f"    tokens = {name}_tokenizer.encode_batch([text or '' for text in texts])",
+            f"    packed = np.zeros((len(tokens), 2, {state.length}), 'int32')",
+            f"    packed[:, 0] = {state.pad_id}",
+            "    for row, t in enumerate(tokens):",
+            "        packed[row, 0, :len(t.ids)], packed[row, 1, :len(t.ids)] = t.ids, 1",
+            "    return packed"]
 
 
 # -- images -----------------------------------------------------------------------------------

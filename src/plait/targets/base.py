@@ -54,6 +54,10 @@ class OutputType(Strict):
     def source(self) -> str:
         return self.column or self.name
 
+    def source_columns(self) -> list[str]:
+        """The columns the target is read from (one, unless the type reads several)."""
+        return [self.source]
+
     def describe_use(self) -> str:
         return f"output {self.name!r}"
 
