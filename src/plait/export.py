@@ -159,8 +159,9 @@ def input_entry(tensor: Any, kind: str, encoding: str) -> dict[str, Any]:
 def describe_output(out: Any, state: Any, values: np.ndarray) -> dict[str, Any]:
     entry = {"name": out.name, "dtype": str(values.dtype), "shape": [None, *values.shape[1:]],
              "type": out.type, "meaning": out.describe_units(state)}
-    # What decoding needs beyond the meaning: the labels in unit order, the decision threshold.
-    for field in ("labels", "threshold"):
+    # What decoding needs beyond the meaning: the labels in unit order, the decision threshold,
+    # the temperature the probabilities are calibrated with.
+    for field in ("labels", "threshold", "temperature"):
         if hasattr(state, field):
             entry[field] = getattr(state, field)
     return entry

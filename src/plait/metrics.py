@@ -9,14 +9,20 @@ residuals), small enough to keep in ``metrics.json``.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 
 EPSILON = 1e-7
-LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse", "hamming_loss"})
+LOWER_IS_BETTER = frozenset({"log_loss", "mae", "rmse", "hamming_loss", "ece"})
 THRESHOLD_METRICS = ("f1", "accuracy", "precision", "recall")
 CURVE_POINTS = 200
 RESIDUAL_SAMPLE = 500
 CALIBRATION_BINS = 10
+ECE_BINS = 15
+TEMPERATURES = (0.05, 20.0)
+"""The range a fitted temperature is searched in."""
 
 
 def with_baseline(scores: dict, baseline: dict, kind: str) -> dict:
@@ -106,8 +112,6 @@ def binary_metrics(truth: np.ndarray, probability: np.ndarray, threshold: float)
     precision = true_positive / max(np.count_nonzero(predicted), 1)
     recall = true_positive / max(np.count_nonzero(positive), 1)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    clipped = np.clip(probability, EPSILON, 1 - EPSILON)
-    log_loss = -np.mean(np.where(positive, np.log(clipped), np.log(1 - clipped)))
     return {
         "accuracy": float(np.mean(predicted == positive)),
         "precision": float(precision),
@@ -115,7 +119,8 @@ def binary_metrics(truth: np.ndarray, probability: np.ndarray, threshold: float)
         "f1": float(f1),
         "roc_auc": roc_auc(positive, probability),
         "pr_auc": average_precision(positive, probability),
-        "log_loss": float(log_loss),
+        "log_loss": binary_log_loss(positive, probability),
+        "ece": expected_calibration_error(positive, probability),
         "threshold": float(threshold),
         "confusion_matrix": confusion_matrix(positive.astype(int), predicted.astype(int), 2),
     }
@@ -156,19 +161,122 @@ def binary_curves(truth: np.ndarray, probability: np.ndarray) -> dict:
     positive = truth == 1
     false_rate, true_rate = roc_curve(positive, probability)
     recall, precision = precision_recall_curve(positive, probability)
-    edges = np.linspace(0.0, 1.0, CALIBRATION_BINS + 1)
-    bins = np.clip(np.digitize(probability, edges[1:-1]), 0, CALIBRATION_BINS - 1)
-    counts = np.bincount(bins, minlength=CALIBRATION_BINS)
-    filled = counts > 0
-    predicted_mean = np.bincount(bins, probability, CALIBRATION_BINS)[filled] / counts[filled]
-    observed = np.bincount(bins, positive.astype(float), CALIBRATION_BINS)[filled] / counts[filled]
     return {
         "roc": {"fpr": _thin(false_rate), "tpr": _thin(true_rate)},
         "pr": {"recall": _thin(recall), "precision": _thin(precision),
                "positive_rate": float(positive.mean()) if positive.size else 0.0},
-        "calibration": {"predicted": _round(predicted_mean), "observed": _round(observed),
-                        "rows": counts[filled].tolist()},
+        "calibration": reliability(positive, probability),
     }
+
+
+def _binned(outcome: np.ndarray, confidence: np.ndarray, bins: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin of ``confidence`` over [0, 1] that holds rows: its rows, their
+    mean confidence and the rate of ``outcome`` among them."""
+    index = np.clip((confidence * bins).astype(int), 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    filled = counts > 0
+    mean = np.bincount(index, confidence, bins)[filled] / counts[filled]
+    rate = np.bincount(index, outcome.astype(float), bins)[filled] / counts[filled]
+    return counts[filled], mean, rate
+
+
+def reliability(outcome: np.ndarray, confidence: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
+    """The reliability curve the calibration plot draws: per bin of ``confidence``, its mean
+    (``predicted``), how often ``outcome`` held (``observed``) and the ``rows``.
+
+    >>> reliability(np.array([1, 0, 1, 1]), np.array([0.1, 0.3, 0.8, 0.9]), bins=2)
+    {'predicted': [0.2, 0.85], 'observed': [0.5, 1.0], 'rows': [2, 2]}
+    """
+    counts, mean, rate = _binned(outcome, confidence, bins)
+    return {"predicted": _round(mean), "observed": _round(rate), "rows": counts.tolist()}
+
+
+def expected_calibration_error(outcome: np.ndarray, confidence: np.ndarray, bins: int = ECE_BINS) -> float:
+    """The gap between how often ``outcome`` held and the mean ``confidence``, per equal-width
+    bin of confidence, averaged with the bins' rows as weights; NaN without rows. For a binary
+    output the outcome is the positive class and the confidence its probability; for a
+    category output, whether the top label was right and its probability.
+
+    Below, bin [0, 0.5) holds confidences 0.1 and 0.3 (mean 0.2, outcome rate 0.5: gap 0.3)
+    and bin [0.5, 1] holds 0.8 and 0.9 (mean 0.85, rate 1.0: gap 0.15): (0.3 + 0.15) / 2.
+
+    >>> round(expected_calibration_error(np.array([1, 0, 1, 1]), np.array([0.1, 0.3, 0.8, 0.9]), 2), 6)
+    0.225
+    """
+    if not confidence.size:
+        return float("nan")
+    counts, mean, rate = _binned(outcome, confidence, bins)
+    return float(np.sum(counts * np.abs(rate - mean)) / confidence.size)
+
+
+def binary_log_loss(positive: np.ndarray, probability: np.ndarray) -> float:
+    """The mean cross-entropy of 0/1 outcomes (any shape) and their probabilities.
+
+    >>> round(binary_log_loss(np.array([1, 0]), np.array([0.8, 0.4])), 4)
+    0.367
+    """
+    clipped = np.clip(probability, EPSILON, 1 - EPSILON)
+    return float(-np.mean(np.where(positive == 1, np.log(clipped), np.log(1 - clipped))))
+
+
+def category_log_loss(truth: np.ndarray, probability: np.ndarray) -> float:
+    """The mean cross-entropy of class indices and rows × classes of probabilities."""
+    picked = probability[np.arange(truth.size), truth]
+    return float(-np.mean(np.log(np.clip(picked, EPSILON, 1.0))))
+
+
+def sigmoid_at(probability: np.ndarray, temperature: float) -> np.ndarray:
+    """Sigmoid probabilities with their logits divided by ``temperature`` (> 1 softens them).
+
+    >>> [round(float(p), 4) for p in sigmoid_at(np.array([0.5, 0.9]), 2.0)]
+    [0.5, 0.75]
+    """
+    clipped = np.clip(probability.astype(np.float64), EPSILON, 1 - EPSILON)
+    logit = np.log(clipped) - np.log1p(-clipped)
+    return 1.0 / (1.0 + np.exp(-logit / temperature))
+
+
+def softmax_at(probability: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax rows with their logits divided by ``temperature``; the logits are the log
+    probabilities, right up to a constant per row, which the softmax ignores.
+
+    >>> softmax_at(np.array([[0.8, 0.2]]), 2.0).round(4).tolist()
+    [[0.6667, 0.3333]]
+    """
+    logits = np.log(np.clip(probability.astype(np.float64), EPSILON, 1.0)) / temperature
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(loss: Callable[[float], float], steps: int = 30) -> float:
+    """The temperature in ``TEMPERATURES`` at which ``loss`` is least: the best of a grid even
+    in log T, then a golden-section search between its neighbours (the log loss of scaled
+    logits is smooth with one minimum in T; the grid only keeps the search in bounds).
+
+    >>> round(fit_temperature(lambda t: (np.log(t) - np.log(3.0)) ** 2), 4)
+    3.0
+    """
+    def at(log_temperature: float) -> float:
+        return loss(float(np.exp(log_temperature)))
+
+    grid = np.linspace(np.log(TEMPERATURES[0]), np.log(TEMPERATURES[1]), 25)
+    best = int(np.argmin([at(x) for x in grid]))
+    low, high = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    left, right = high - ratio * (high - low), low + ratio * (high - low)
+    left_loss, right_loss = at(left), at(right)
+    # Each step keeps one inner point and its loss: one new evaluation per step.
+    for _ in range(steps):
+        if left_loss <= right_loss:
+            high, right, right_loss = right, left, left_loss
+            left = high - ratio * (high - low)
+            left_loss = at(left)
+        else:
+            low, left, left_loss = left, right, right_loss
+            right = low + ratio * (high - low)
+            right_loss = at(right)
+    return float(np.exp((low + high) / 2))
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: int) -> list[list[int]]:
@@ -197,12 +305,12 @@ def category_metrics(truth: np.ndarray, probability: np.ndarray, labels: list[st
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros(classes), where=total > 0)
     seen = (support > 0) | (called > 0)
-    picked = np.clip(probability[np.arange(truth.size), truth], EPSILON, 1.0)
     return {
         "accuracy": float(np.mean(predicted == truth)),
         "macro_f1": float(f1[seen].mean()) if seen.any() else 0.0,
         "weighted_f1": float(np.average(f1, weights=support)) if support.sum() else 0.0,
-        "log_loss": float(-np.mean(np.log(picked))),
+        "log_loss": category_log_loss(truth, probability),
+        "ece": expected_calibration_error(predicted == truth, probability.max(axis=1)),
         "per_class": {
             label: {"precision": float(precision[i]), "recall": float(recall[i]),
                     "f1": float(f1[i]), "support": int(support[i])}
@@ -243,7 +351,6 @@ def set_metrics(truth: np.ndarray, probability: np.ndarray, thresholds: np.ndarr
     either = np.count_nonzero(called | positive, axis=1)
     both = np.count_nonzero(called & positive, axis=1)
     jaccard = np.where(either > 0, both / np.maximum(either, 1), 1.0)
-    clipped = np.clip(probability, EPSILON, 1 - EPSILON)
     aucs = [roc_auc(positive[:, i], probability[:, i]) for i in range(len(labels))]
     aucs = [auc for auc in aucs if np.isfinite(auc)]
     return {
@@ -252,8 +359,9 @@ def set_metrics(truth: np.ndarray, probability: np.ndarray, thresholds: np.ndarr
         "jaccard": float(jaccard.mean()) if jaccard.size else 0.0,
         "hamming_loss": float(np.mean(called != positive)) if positive.size else 0.0,
         "roc_auc": float(np.mean(aucs)) if aucs else float("nan"),
-        "log_loss": float(-np.mean(np.where(positive, np.log(clipped), np.log(1 - clipped))))
-        if positive.size else float("nan"),
+        "log_loss": binary_log_loss(positive, probability) if positive.size else float("nan"),
+        "ece": float(np.mean([expected_calibration_error(positive[:, i], probability[:, i])
+                              for i in range(len(labels))])) if positive.size else float("nan"),
         "per_label": {
             label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
                     "support": int(support[i])}
@@ -283,6 +391,49 @@ def residual_sample(truth: np.ndarray, predicted: np.ndarray, seed: int = 0) -> 
     if truth.size > RESIDUAL_SAMPLE:
         rows = np.sort(np.random.default_rng(seed).choice(truth.size, RESIDUAL_SAMPLE, replace=False))
     return {"residuals": {"truth": _round(truth[rows]), "predicted": _round(predicted[rows])}}
+
+
+def conformal_rank(rows: int, level: float) -> int:
+    """Which of ``rows`` sorted absolute residuals is the split-conformal half-width at
+    ``level``: the ceil((rows + 1) * level)-th smallest (1-based). Above ``rows`` when there
+    are too few rows for the level.
+
+    >>> conformal_rank(100, 0.9), conformal_rank(5, 0.9)
+    (91, 6)
+    """
+    # The tolerance keeps float noise (0.9 * 10 = 9.000000000000002) from adding a rank.
+    return math.ceil((rows + 1) * level - 1e-9)
+
+
+def conformal_half_width(residuals: np.ndarray, level: float) -> float:
+    """The half-width q for which prediction ± q holds a new row's truth with probability at
+    least ``level`` (split conformal: rows exchangeable with these validation residuals).
+    With too few rows for the level, the largest residual (the guarantee then does not
+    hold); NaN without any.
+
+    >>> conformal_half_width(np.arange(1.0, 11.0), 0.8)  # the 9th smallest of 10
+    9.0
+    >>> conformal_half_width(np.array([2.0, 1.0]), 0.9)  # 3rd of 2: too few, the largest
+    2.0
+    """
+    if not residuals.size:
+        return float("nan")
+    ordered = np.sort(np.abs(residuals))
+    return float(ordered[min(conformal_rank(ordered.size, level), ordered.size) - 1])
+
+
+def interval_metrics(truth: np.ndarray, predicted: np.ndarray, half_width: float) -> dict:
+    """``coverage``, the share of rows whose truth lies within prediction ± ``half_width``,
+    and ``interval_width``, the intervals' mean width (no baseline: neither is better when
+    merely larger or smaller).
+
+    >>> interval_metrics(np.array([1.0, 2.0, 5.0, 4.0]), np.array([1.5, 2.0, 3.0, 4.0]), 1.0)
+    {'coverage': 0.75, 'interval_width': 2.0}
+    """
+    if not truth.size or not np.isfinite(half_width):
+        return {"coverage": float("nan"), "interval_width": float("nan")}
+    inside = np.abs(truth - predicted) <= half_width
+    return {"coverage": float(inside.mean()), "interval_width": float(2 * half_width)}
 
 
 def _thin(values: np.ndarray) -> list[float]:

@@ -100,6 +100,8 @@ class Model:
         from plait.training import Batches
 
         use_compilation_cache()
+        if not prepared.valid:
+            self._check_needs_no_validation()
         train = self.spec.train
         self.states_ = prepared.states
         set_random_seed(train.seed)
@@ -122,6 +124,15 @@ class Model:
         if prepared.valid:
             self.states_, self.metrics_["validation"] = self.score_parts(prepared.valid, choose=True)
         return self
+
+    def _check_needs_no_validation(self) -> None:
+        # Before training, not after it: the missing validation rows are known already.
+        needs = [(index, out, out.needs_validation()) for index, out in enumerate(self.spec.outputs)]
+        problems = [f"  outputs[{index}] {out.name!r}: {why}" for index, out, why in needs if why]
+        if problems:
+            raise ConfigError("config: there are no validation rows, and these need them\n" +
+                              "\n".join(problems) + "\n  give train.validation_split above 0 (e.g. 0.2), or "
+                              "validation data (plait train --valid, or Model.fit(validation_data=))")
 
     def _callbacks(self, batches: Any, has_validation: bool, run: Run | None,
                    carried: dict | None) -> tuple[list[Any], Any]:

@@ -119,15 +119,27 @@ def precision_recall(curves: dict, average_precision: float, title: str) -> byte
     return _png(figure)
 
 
-def calibration(curves: dict, title: str) -> bytes:
-    """Observed positive rate against the mean predicted probability, per probability bin."""
+def calibration(curves: dict, title: str,
+                axis: tuple[str, str] = ("mean predicted probability", "observed positive rate")) -> bytes:
+    """The observed outcome rate against the mean predicted probability, per probability bin;
+    with ``calibration_before`` among the curves, the model's own probabilities too, before
+    the temperature was applied.
+
+    >>> bins = {"predicted": [0.2, 0.9], "observed": [0.3, 0.7], "rows": [5, 5]}
+    >>> calibration({"calibration": bins, "calibration_before": bins}, "churn")[:4]
+    b'\\x89PNG'
+    """
     figure = _figure(3.6, 3.4)
     axes = figure.add_subplot()
-    bins = curves["calibration"]
     axes.plot([0, 1], [0, 1], color=BASELINE, linestyle="--", label="perfectly calibrated")
-    axes.plot(bins["predicted"], bins["observed"], color=MODEL, marker="o", label="model")
-    axes.set(xlabel="mean predicted probability", ylabel="observed positive rate", xlim=(0, 1),
-             ylim=(0, 1.02))
+    before = curves.get("calibration_before")
+    if before:
+        axes.plot(before["predicted"], before["observed"], color=VALIDATION, marker="s",
+                  label="before calibration")
+    bins = curves["calibration"]
+    axes.plot(bins["predicted"], bins["observed"], color=MODEL, marker="o",
+              label="after calibration" if before else "model")
+    axes.set(xlabel=axis[0], ylabel=axis[1], xlim=(0, 1), ylim=(0, 1.02))
     axes.set_title(title, fontsize=10)
     axes.legend(fontsize=8, loc="upper left")
     return _png(figure)

@@ -18,9 +18,11 @@ from plait import plots
 from plait.explain import ranked
 
 NAMES = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1",
-         "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "log_loss": "log loss", "macro_f1": "macro F1",
+         "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "log_loss": "log loss",
+         "ece": "ECE (calibration error)", "macro_f1": "macro F1",
          "weighted_f1": "weighted F1", "micro_f1": "micro F1", "jaccard": "Jaccard",
-         "hamming_loss": "Hamming loss", "mae": "MAE", "rmse": "RMSE", "r2": "R²"}
+         "hamming_loss": "Hamming loss", "mae": "MAE", "rmse": "RMSE", "r2": "R²",
+         "coverage": "interval coverage", "interval_width": "interval width"}
 """How each metric is named on the page, in the order it is shown."""
 
 STYLE = """

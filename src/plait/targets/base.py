@@ -9,12 +9,14 @@ choice made on the validation rows (``choose``, which returns a new state).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
+from plait import plots
 from plait.data import Table
+from plait.metrics import fit_temperature
 from plait.schema import Activation, FittedState, Name, Rate, StateClass, Strict, Units
 
 
@@ -130,6 +132,11 @@ class OutputType(Strict):
         return {"name": self.name, "type": self.type, "columns": self.prediction_columns(state),
                 "bars": [list(pair) for pair in self.probability_columns(state)]}
 
+    def needs_validation(self) -> str | None:
+        """What in this output's config is set on the validation rows and cannot do without
+        them (in words), or None."""
+        return None
+
     def choose(self, target: Target, predicted: np.ndarray, state: Any) -> FittedState:
         """The state after the choices made on validation rows (a decision threshold); the
         same state when there is nothing to choose."""
@@ -149,3 +156,82 @@ class OutputType(Strict):
     def tables(self, scores: dict) -> list[tuple[list[str], list[list[Any]]]]:
         """Tables the report shows under this output's metrics: headings and rows."""
         return []
+
+
+class CalibratedState(FittedState):
+    """The state of an output of probabilities: the temperature its logits are divided by
+    (1: the model's own probabilities; a bundle from before calibration reads as 1)."""
+
+    temperature: float = Field(default=1.0, gt=0.0)
+
+
+class ProbabilityOutput(OutputType):
+    """An output whose units are probabilities (``binary``, ``category``, ``set``).
+
+    ``calibrate: temperature`` fits one temperature T on the validation split, the one whose
+    probabilities (the model's logits divided by T) have the least log loss, and uses it
+    wherever probabilities are decoded or scored; T above 1 softens an over-confident model.
+    The labels a category output predicts do not change; decision thresholds are chosen on
+    the calibrated probabilities.
+    """
+
+    calibrate: Literal["none", "temperature"] = "none"
+
+    reliability_axes: ClassVar[tuple[str, str]] = ("mean predicted probability", "observed positive rate")
+    """The calibration plot's axes: what its confidence and its outcome are."""
+
+    def at_temperature(self, predicted: np.ndarray, temperature: float) -> np.ndarray:
+        """The probabilities with the model's logits divided by ``temperature``."""
+        raise NotImplementedError
+
+    def log_loss(self, truth: np.ndarray, probability: np.ndarray) -> float:
+        """The log loss the temperature is fitted to: targets and probabilities of present rows."""
+        raise NotImplementedError
+
+    def reliability_of(self, truth: np.ndarray, probability: np.ndarray) -> dict:
+        """The reliability curve (``metrics.reliability``) of present rows' probabilities."""
+        raise NotImplementedError
+
+    def calibrated(self, predicted: np.ndarray, state: CalibratedState) -> np.ndarray:
+        """The probabilities as decoded and scored."""
+        # T = 1 leaves the model's own values, not a round trip through clipped logits.
+        return predicted if state.temperature == 1.0 else self.at_temperature(predicted, state.temperature)
+
+    def needs_validation(self) -> str | None:
+        if self.calibrate == "temperature":
+            return "calibrate: temperature is fitted on the validation rows"
+        return super().needs_validation()
+
+    def with_temperature(self, target: Target, predicted: np.ndarray, state: Any) -> Any:
+        """The state with the temperature fitted on these (validation) rows, when asked for."""
+        if self.calibrate != "temperature" or not target.present.any():
+            return state
+        truth, raw = target.values[target.present], predicted[target.present]
+        temperature = fit_temperature(lambda t: self.log_loss(truth, self.at_temperature(raw, t)))
+        return state.model_copy(update={"temperature": temperature})
+
+    def choose(self, target: Target, predicted: np.ndarray, state: Any) -> Any:
+        return self.with_temperature(target, predicted, state)
+
+    def with_calibration(self, scores: dict, truth: np.ndarray, raw: np.ndarray, state: Any) -> dict:
+        """``scores`` with the reliability curve of the scored probabilities and, when
+        calibrated, the temperature and the curve of the model's own probabilities."""
+        after = self.reliability_of(truth, self.calibrated(raw, state))
+        curves = {**scores.get("curves", {}), "calibration": after}
+        if self.calibrate == "temperature":
+            curves["calibration_before"] = self.reliability_of(truth, raw)
+            scores = {**scores, "temperature": state.temperature}
+        return {**scores, "curves": curves}
+
+    def calibration_plot(self, scores: dict) -> dict[str, bytes]:
+        curves = scores.get("curves") or {}
+        if "calibration" not in curves:
+            return {}
+        return {f"{self.name}_calibration.png": plots.calibration(curves, f"{self.name}: calibration",
+                                                                 self.reliability_axes)}
+
+    def calibration_notes(self, scores: dict) -> list[str]:
+        if "temperature" not in scores:
+            return []
+        return [f"Probabilities calibrated: logits divided by the temperature {scores['temperature']:.4f}, "
+                "fitted on the validation split (above 1: the model was over-confident)."]

@@ -12,15 +12,24 @@ from pydantic import Field, model_validator
 from plait import plots
 from plait.data import Table
 from plait.features.binary import two_levels
-from plait.metrics import THRESHOLD_METRICS, binary_curves, binary_metrics, choose_threshold, with_baseline
-from plait.schema import FittedState, StateClass
-from plait.targets.base import OutputType, Target
+from plait.metrics import (
+    THRESHOLD_METRICS,
+    binary_curves,
+    binary_log_loss,
+    binary_metrics,
+    choose_threshold,
+    reliability,
+    sigmoid_at,
+    with_baseline,
+)
+from plait.schema import StateClass
+from plait.targets.base import CalibratedState, ProbabilityOutput, Target
 from plait.targets.labels import LabelKind, label_kind, restore
 
 
-class BinaryOutputState(FittedState):
+class BinaryOutputState(CalibratedState):
     """The two labels (negative first) and their type, the training rate of the positive
-    one, and the decision threshold with how it was chosen."""
+    one, the decision threshold with how it was chosen, and the temperature."""
 
     labels: list[str] = Field(min_length=2, max_length=2)
     kind: LabelKind
@@ -29,7 +38,7 @@ class BinaryOutputState(FittedState):
     threshold_by: str
 
 
-class BinaryOutput(OutputType):
+class BinaryOutput(ProbabilityOutput):
     """Two classes. ``positive`` names the class predicted as 1 (by default true/yes/1 or
     the later label in sorted order). ``class_weight``: ``balanced`` or a weight per label,
     for imbalanced data. Predictions give the label (probability ≥ the decision threshold)
@@ -37,7 +46,8 @@ class BinaryOutput(OutputType):
 
     The decision threshold is chosen on the validation split to maximise ``threshold_by``
     (``f1``, ``accuracy``, ``precision`` or ``recall``; ties go to the higher F1), or fixed
-    by ``threshold``; 0.5 when there is no validation split.
+    by ``threshold``; 0.5 when there is no validation split. ``calibrate: temperature``
+    rescales the probabilities first (see ``ProbabilityOutput``).
 
     >>> BinaryOutput(name="recommended", class_weight="balanced").output_activation()
     'sigmoid'
@@ -52,7 +62,7 @@ class BinaryOutput(OutputType):
     State: ClassVar[StateClass] = BinaryOutputState
     importance_metric: ClassVar[str] = "roc_auc"
     metric_names: ClassVar[tuple[str, ...]] = ("f1", "accuracy", "precision", "recall", "roc_auc", "pr_auc",
-                                               "log_loss")
+                                               "log_loss", "ece")
     stratifies: ClassVar[bool] = True
 
     @model_validator(mode="after")
@@ -79,12 +89,15 @@ class BinaryOutput(OutputType):
         return {"threshold": 0.5, "threshold_by": "default"}
 
     def choose(self, target: Target, predicted: np.ndarray, state: BinaryOutputState) -> BinaryOutputState:
-        """The state with the threshold that maximises ``threshold_by`` on these (validation)
-        rows; a fixed threshold, or rows of one class only, keep the state as it is."""
+        """The state with the temperature, when calibrated, then the threshold that maximises
+        ``threshold_by`` on the calibrated probabilities of these (validation) rows; a fixed
+        threshold, or rows of one class only, keep the threshold as it is."""
+        state = self.with_temperature(target, predicted, state)
         if self.threshold is not None:
             return state
         truth = target.values.ravel()[target.present]
-        chosen = choose_threshold(truth, predicted.reshape(-1)[target.present], self.threshold_by)
+        probability = self.calibrated(predicted.reshape(-1)[target.present], state)
+        chosen = choose_threshold(truth, probability, self.threshold_by)
         if chosen is None:
             return state
         return state.model_copy(update={"threshold": chosen, "threshold_by": self.threshold_by})
@@ -128,8 +141,17 @@ class BinaryOutput(OutputType):
     def describe_units(self, state: BinaryOutputState) -> str:
         return f"the probability of {state.labels[1]!r} (the other label: {state.labels[0]!r})"
 
+    def at_temperature(self, predicted: np.ndarray, temperature: float) -> np.ndarray:
+        return sigmoid_at(predicted, temperature)
+
+    def log_loss(self, truth: np.ndarray, probability: np.ndarray) -> float:
+        return binary_log_loss(truth, probability)
+
+    def reliability_of(self, truth: np.ndarray, probability: np.ndarray) -> dict:
+        return reliability(truth.ravel() == 1, probability.ravel())
+
     def decode(self, predicted: np.ndarray, state: BinaryOutputState) -> dict[str, np.ndarray]:
-        probability = predicted.reshape(-1)
+        probability = self.calibrated(predicted.reshape(-1), state)
         labels = np.asarray(restore(state.labels, state.kind), dtype=object)
         return {self.name: labels[(probability >= state.threshold).astype(int)],
                 f"{self.name}_proba": probability.astype(np.float64)}
@@ -145,14 +167,15 @@ class BinaryOutput(OutputType):
 
     def score(self, target: Target, predicted: np.ndarray, state: BinaryOutputState) -> dict:
         truth = target.values.ravel()[target.present]
-        probability = predicted.reshape(-1)[target.present]
+        raw = predicted.reshape(-1)[target.present]
+        probability = self.calibrated(raw, state)
         scores = binary_metrics(truth, probability, state.threshold)
         scores["threshold_by"] = state.threshold_by
         scores["labels"] = list(state.labels)
         baseline = binary_metrics(truth, np.full(truth.size, state.positive_rate), 0.5)
         scores = with_baseline(scores, baseline, "majority class")
         scores["curves"] = binary_curves(truth, probability)
-        return scores
+        return self.with_calibration(scores, truth, raw, state)
 
     def plots(self, scores: dict, source: str) -> dict[str, bytes]:
         images = {f"{self.name}_confusion.png": plots.confusion(
@@ -162,7 +185,7 @@ class BinaryOutput(OutputType):
             images[f"{self.name}_roc.png"] = plots.roc(curves, scores["roc_auc"], f"{self.name}: ROC curve")
             images[f"{self.name}_pr.png"] = plots.precision_recall(
                 curves, scores["pr_auc"], f"{self.name}: precision-recall curve")
-            images[f"{self.name}_calibration.png"] = plots.calibration(curves, f"{self.name}: calibration")
+            images.update(self.calibration_plot(scores))
         return images
 
     def notes(self, scores: dict) -> list[str]:
@@ -170,7 +193,7 @@ class BinaryOutput(OutputType):
         known = {"fixed": "fixed in the config",
                  "default": "the default; no validation split to choose it on"}
         origin = known.get(chosen_by, f"chosen on the validation split for the best {chosen_by}")
-        return [f"Decision threshold {scores['threshold']:.4f} ({origin})."]
+        return [f"Decision threshold {scores['threshold']:.4f} ({origin}).", *self.calibration_notes(scores)]
 
     def placeholder_state(self) -> BinaryOutputState:
         return BinaryOutputState(labels=["0", "1"], kind="int", positive_rate=0.5, **self.initial_threshold())

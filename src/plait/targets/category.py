@@ -12,31 +12,33 @@ from plait import plots
 from plait.data import Table
 from plait.errors import DataError
 from plait.features.vocabulary import fit_vocabulary, lookup
-from plait.metrics import category_metrics, with_baseline
-from plait.schema import FittedState, StateClass
-from plait.targets.base import OutputType, Target
+from plait.metrics import category_log_loss, category_metrics, reliability, softmax_at, with_baseline
+from plait.schema import StateClass
+from plait.targets.base import CalibratedState, ProbabilityOutput, Target
 from plait.targets.labels import LabelKind, label_kind, restore
 
 LISTED = 10
 """``plait code`` names the labels of an output with at most this many."""
 
 
-class CategoryOutputState(FittedState):
-    """The labels in sorted order (unit ``i`` is label ``i``), their type, and their
-    training frequencies."""
+class CategoryOutputState(CalibratedState):
+    """The labels in sorted order (unit ``i`` is label ``i``), their type, their training
+    frequencies, and the temperature."""
 
     labels: list[str] = Field(min_length=2)
     kind: LabelKind
     frequency: list[float]
 
 
-class CategoryOutput(OutputType):
+class CategoryOutput(ProbabilityOutput):
     """One class out of several, learned with sparse categorical cross-entropy.
 
     Labels are those seen in training. ``classes``, when given, is their number: checked
     against the training data, and used to size the model before any data is seen
     (``plait describe``, ``plait code``). ``class_weight: balanced`` weights each class by
     its inverse frequency. Predictions give the label and ``<name>_proba_<label>`` per class.
+    ``calibrate: temperature`` rescales the probabilities, never the predicted label (see
+    ``ProbabilityOutput``); the calibration plot is the top label's reliability.
 
     >>> CategoryOutput(name="species").output_activation()
     'softmax'
@@ -51,7 +53,9 @@ class CategoryOutput(OutputType):
 
     State: ClassVar[StateClass] = CategoryOutputState
     importance_metric: ClassVar[str] = "accuracy"
-    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "weighted_f1", "log_loss")
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "macro_f1", "weighted_f1", "log_loss", "ece")
+    reliability_axes: ClassVar[tuple[str, str]] = ("mean probability of the predicted label",
+                                                   "observed accuracy")
     stratifies: ClassVar[bool] = True
 
     def fit(self, table: Table) -> CategoryOutputState:
@@ -114,7 +118,17 @@ class CategoryOutput(OutputType):
             return f"the probabilities of its {len(state.labels)} labels, in sorted order"
         return f"the probabilities of {', '.join(map(repr, state.labels))}, in this order"
 
+    def at_temperature(self, predicted: np.ndarray, temperature: float) -> np.ndarray:
+        return softmax_at(predicted, temperature)
+
+    def log_loss(self, truth: np.ndarray, probability: np.ndarray) -> float:
+        return category_log_loss(truth.ravel(), probability)
+
+    def reliability_of(self, truth: np.ndarray, probability: np.ndarray) -> dict:
+        return reliability(probability.argmax(axis=1) == truth.ravel(), probability.max(axis=1))
+
     def decode(self, predicted: np.ndarray, state: CategoryOutputState) -> dict[str, np.ndarray]:
+        predicted = self.calibrated(predicted, state)
         labels = np.asarray(restore(state.labels, state.kind), dtype=object)
         columns = {self.name: labels[predicted.argmax(axis=1)]}
         for position, label in enumerate(state.labels):
@@ -131,15 +145,19 @@ class CategoryOutput(OutputType):
         return {**super().schema(state), "labels": state.labels}
 
     def score(self, target: Target, predicted: np.ndarray, state: CategoryOutputState) -> dict:
-        truth = target.values.ravel()[target.present]
-        scores = category_metrics(truth, predicted[target.present], state.labels)
+        truth, raw = target.values.ravel()[target.present], predicted[target.present]
+        scores = category_metrics(truth, self.calibrated(raw, state), state.labels)
         prior = np.tile(np.asarray(state.frequency), (truth.size, 1))
         baseline = category_metrics(truth, prior, state.labels)
-        return with_baseline(scores, baseline, "majority class")
+        return self.with_calibration(with_baseline(scores, baseline, "majority class"), truth, raw, state)
 
     def plots(self, scores: dict, source: str) -> dict[str, bytes]:
         return {f"{self.name}_confusion.png": plots.confusion(
-            scores["confusion_matrix"], scores["labels"], f"{self.name}: confusion matrix ({source})")}
+            scores["confusion_matrix"], scores["labels"], f"{self.name}: confusion matrix ({source})"),
+            **self.calibration_plot(scores)}
+
+    def notes(self, scores: dict) -> list[str]:
+        return self.calibration_notes(scores)
 
     def tables(self, scores: dict) -> list[tuple[list[str], list[list[Any]]]]:
         rows = [[label, v["precision"], v["recall"], v["f1"], v["support"]]

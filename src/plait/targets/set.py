@@ -12,9 +12,17 @@ from pydantic import Field, model_validator
 from plait.data import Table
 from plait.errors import DataError
 from plait.features.set import read_tags
-from plait.metrics import THRESHOLD_METRICS, choose_threshold, set_metrics, with_baseline
-from plait.schema import FittedState, StateClass
-from plait.targets.base import OutputType, Target
+from plait.metrics import (
+    THRESHOLD_METRICS,
+    binary_log_loss,
+    choose_threshold,
+    reliability,
+    set_metrics,
+    sigmoid_at,
+    with_baseline,
+)
+from plait.schema import StateClass
+from plait.targets.base import CalibratedState, ProbabilityOutput, Target
 
 LISTED = 10
 """``plait code`` and the report's notes name each label of an output with at most this many."""
@@ -22,9 +30,10 @@ FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no":
 """The values a label's own column may hold (read as labels, case ignored)."""
 
 
-class SetOutputState(FittedState):
-    """The labels (unit ``i`` is label ``i``), each one's training rate, and each one's
-    decision threshold with how the thresholds were chosen."""
+class SetOutputState(CalibratedState):
+    """The labels (unit ``i`` is label ``i``), each one's training rate, each one's
+    decision threshold with how the thresholds were chosen, and the temperature (one for
+    every label)."""
 
     labels: list[str] = Field(min_length=2)
     rates: list[float]
@@ -32,7 +41,7 @@ class SetOutputState(FittedState):
     threshold_by: str
 
 
-class SetOutput(OutputType):
+class SetOutput(ProbabilityOutput):
     """Any number of labels per row, each learned on its own: a sigmoid unit per label,
     binary cross-entropy.
 
@@ -46,7 +55,9 @@ class SetOutput(OutputType):
     ``threshold_by`` (``f1``, ``accuracy``, ``precision`` or ``recall``), or fixed for all by
     ``threshold``; 0.5 without a validation split. Predictions give ``<name>``, the predicted
     labels joined by ``separator`` (an empty text for none: one text column, in CSV and
-    Parquet files alike), and ``<name>_proba_<label>`` per label.
+    Parquet files alike), and ``<name>_proba_<label>`` per label. ``calibrate: temperature``
+    rescales every label's probability by one temperature, before the thresholds are chosen
+    (see ``ProbabilityOutput``); the calibration plot pools every (row, label) pair.
 
     >>> SetOutput(name="species", columns=["a", "b", "c"]).source_columns()
     ['a', 'b', 'c']
@@ -63,7 +74,9 @@ class SetOutput(OutputType):
     State: ClassVar[StateClass] = SetOutputState
     importance_metric: ClassVar[str] = "micro_f1"
     metric_names: ClassVar[tuple[str, ...]] = ("micro_f1", "macro_f1", "jaccard", "hamming_loss", "roc_auc",
-                                               "log_loss")
+                                               "log_loss", "ece")
+    reliability_axes: ClassVar[tuple[str, str]] = ("mean predicted probability (every label)",
+                                                   "observed rate of the label")
 
     @model_validator(mode="after")
     def _one_source(self) -> SetOutput:
@@ -167,17 +180,29 @@ class SetOutput(OutputType):
 
     def choose(self, target: Target, predicted: np.ndarray, state: SetOutputState) -> SetOutputState:
         """The state with each label's threshold that maximises ``threshold_by`` on these
-        (validation) rows; a label whose rows are all of one class keeps its threshold."""
+        (validation) rows, calibrated first when asked; a label whose rows are all of one
+        class keeps its threshold."""
+        state = self.with_temperature(target, predicted, state)
         if self.threshold is not None:
             return state
-        truth, probability = target.values[target.present], predicted[target.present]
+        truth, probability = target.values[target.present], self.calibrated(predicted[target.present], state)
         thresholds = list(state.thresholds)
         for index in range(len(state.labels)):
             chosen = choose_threshold(truth[:, index], probability[:, index], self.threshold_by)
             thresholds[index] = thresholds[index] if chosen is None else chosen
         return state.model_copy(update={"thresholds": thresholds, "threshold_by": self.threshold_by})
 
+    def at_temperature(self, predicted: np.ndarray, temperature: float) -> np.ndarray:
+        return sigmoid_at(predicted, temperature)
+
+    def log_loss(self, truth: np.ndarray, probability: np.ndarray) -> float:
+        return binary_log_loss(truth, probability)
+
+    def reliability_of(self, truth: np.ndarray, probability: np.ndarray) -> dict:
+        return reliability(truth.ravel() == 1, probability.ravel())
+
     def decode(self, predicted: np.ndarray, state: SetOutputState) -> dict[str, np.ndarray]:
+        predicted = self.calibrated(predicted, state)
         called = predicted >= np.asarray(state.thresholds)
         joined = np.empty(len(predicted), dtype=object)
         joined[:] = [self.separator.join(label for label, on in zip(state.labels, row, strict=True) if on)
@@ -198,13 +223,17 @@ class SetOutput(OutputType):
                 "separator": self.separator}
 
     def score(self, target: Target, predicted: np.ndarray, state: SetOutputState) -> dict:
-        truth, probability = target.values[target.present], predicted[target.present]
-        scores = set_metrics(truth, probability, np.asarray(state.thresholds), state.labels)
+        truth, raw = target.values[target.present], predicted[target.present]
+        scores = set_metrics(truth, self.calibrated(raw, state), np.asarray(state.thresholds), state.labels)
         scores["thresholds"] = dict(zip(state.labels, state.thresholds, strict=True))
         scores["threshold_by"] = state.threshold_by
         prior = np.tile(np.asarray(state.rates), (len(truth), 1))
         baseline = set_metrics(truth, prior, np.full(len(state.labels), 0.5), state.labels)
-        return with_baseline(scores, baseline, "each label at its training rate")
+        scores = with_baseline(scores, baseline, "each label at its training rate")
+        return self.with_calibration(scores, truth, raw, state)
+
+    def plots(self, scores: dict, source: str) -> dict[str, bytes]:
+        return self.calibration_plot(scores)
 
     def notes(self, scores: dict) -> list[str]:
         chosen_by = scores.get("threshold_by", "fixed")
@@ -214,7 +243,7 @@ class SetOutput(OutputType):
         thresholds = scores.get("thresholds", {})
         listed = ", ".join(f"{label} {value:.4f}" for label, value in list(thresholds.items())[:LISTED])
         more = f", and {len(thresholds) - LISTED} more in the table" if len(thresholds) > LISTED else ""
-        return [f"Decision thresholds ({origin}): {listed}{more}."]
+        return [f"Decision thresholds ({origin}): {listed}{more}.", *self.calibration_notes(scores)]
 
     def tables(self, scores: dict) -> list[tuple[list[str], list[list[Any]]]]:
         thresholds = scores.get("thresholds", {})

@@ -12,25 +12,36 @@ from plait import plots
 from plait.data import Table
 from plait.errors import DataError
 from plait.features.lists import counts, flatten, is_numeric_leaf, list_depth
-from plait.metrics import number_metrics, residual_sample, with_baseline
+from plait.metrics import (
+    conformal_half_width,
+    interval_metrics,
+    number_metrics,
+    residual_sample,
+    with_baseline,
+)
 from plait.schema import FittedState, StateClass
 from plait.targets.base import OutputType, Target
+from plait.targets.number import interval_note
 
 LISTED = 4
 """``plait code`` writes each dimension's scaling when a vector has at most this many."""
 PLOTTED = 6
 """The report draws the residuals of at most this many dimensions (the first ones)."""
 METRICS = ("mae", "rmse", "r2")
+INTERVAL_METRICS = ("coverage", "interval_width")
 
 
 class VectorOutputState(FittedState):
     """Each dimension's name, the scaling the model learns it in (``(value - shift) /
-    divide``), and its training mean (the baseline)."""
+    divide``), and its training mean (the baseline); with ``interval``, each dimension's
+    interval half-width and the validation rows it was set on (None before intervals)."""
 
     names: list[str] = Field(min_length=1)
     shift: list[float]
     divide: list[float]
     mean: list[float]
+    interval_half_width: list[float] | None = None
+    interval_rows: list[int] | None = None
 
     @model_validator(mode="after")
     def _one_value_each(self) -> VectorOutputState:
@@ -40,6 +51,11 @@ class VectorOutputState(FittedState):
                              f"{len(self.divide)} and {len(self.mean)} values; expected as many of each")
         if any(value <= 0 for value in self.divide):
             raise ValueError(f"divide: found {self.divide}; expected positive numbers")
+        for key in ("interval_half_width", "interval_rows"):
+            listed = getattr(self, key)
+            if listed is not None and len(listed) != size:
+                raise ValueError(f"{key}: found {len(listed)} values for {size} dimensions; expected "
+                                 "one each")
         return self
 
 
@@ -53,7 +69,9 @@ class VectorOutput(OutputType):
     error). ``names`` names the list's elements (by default their positions, ``0``, ``1``,
     ...). ``loss``: ``mse``, ``mae`` or ``huber``. Each dimension is learned standardised
     with its own training statistics (``scale: standard``); predictions come back in the
-    targets' units as ``<name>_<dimension>``.
+    targets' units as ``<name>_<dimension>``. ``interval`` (a level such as 0.9) adds
+    split-conformal intervals per dimension, ``<name>_<dimension>_low`` and ``_high``, set on
+    the validation rows (see ``number``).
 
     A missing value (null, NaN, or a null list element) leaves out that dimension only: the
     loss (``MaskedLoss``) skips it and the scores count the rows where it is present. A row
@@ -72,6 +90,7 @@ class VectorOutput(OutputType):
     names: list[str] | None = Field(default=None, min_length=1)
     loss: Literal["mse", "mae", "huber"] = "mse"
     scale: Literal["standard", "none"] = "standard"
+    interval: float | None = Field(default=None, gt=0.0, lt=1.0)
 
     State: ClassVar[StateClass] = VectorOutputState
     importance_metric: ClassVar[str] = "r2"
@@ -197,10 +216,36 @@ class VectorOutput(OutputType):
 
     def decode(self, predicted: np.ndarray, state: VectorOutputState) -> dict[str, np.ndarray]:
         restored = self.restore(predicted, state)
-        return {column: restored[:, index] for index, column in enumerate(self.prediction_columns(state))}
+        columns = {f"{self.name}_{name}": restored[:, index] for index, name in enumerate(state.names)}
+        for index, name in enumerate(state.names):
+            if state.interval_half_width is not None:
+                q = state.interval_half_width[index]
+                columns[f"{self.name}_{name}_low"] = restored[:, index] - q
+                columns[f"{self.name}_{name}_high"] = restored[:, index] + q
+        return columns
 
     def prediction_columns(self, state: VectorOutputState) -> list[str]:
-        return [f"{self.name}_{name}" for name in state.names]
+        """Each dimension's prediction, then each one's interval bounds (with ``interval``)."""
+        columns = [f"{self.name}_{name}" for name in state.names]
+        if state.interval_half_width is not None:
+            columns += [f"{self.name}_{name}_{end}" for name in state.names for end in ("low", "high")]
+        return columns
+
+    def needs_validation(self) -> str | None:
+        if self.interval is None:
+            return None
+        return f"interval {self.interval}: its widths are set on the validation rows"
+
+    def choose(self, target: Target, predicted: np.ndarray, state: VectorOutputState) -> VectorOutputState:
+        """The state with each dimension's interval half-width: the split-conformal quantile
+        of its absolute residuals on these (validation) rows where it is present."""
+        if self.interval is None:
+            return state
+        residuals = self.restore(target.values, state) - self.restore(predicted, state)
+        known = [residuals[np.isfinite(residuals[:, index]), index] for index in range(len(state.names))]
+        return state.model_copy(update={
+            "interval_half_width": [conformal_half_width(each, self.interval) for each in known],
+            "interval_rows": [int(each.size) for each in known]})
 
     def schema(self, state: VectorOutputState) -> dict[str, Any]:
         return {**super().schema(state), "dimensions": list(state.names)}
@@ -209,16 +254,24 @@ class VectorOutput(OutputType):
         """MAE, RMSE and R² averaged over the dimensions, each measured on the rows where it
         is present, beside the training means'; ``per_dimension`` holds each one's."""
         truth, estimate = self.restore(target.values, state), self.restore(predicted, state)
+        intervals = self.interval is not None and state.interval_half_width is not None
         per_dimension, curves = {}, {}
         for index, name in enumerate(state.names):
             known = np.isfinite(truth[:, index])
             right, guess = truth[known, index], estimate[known, index]
             per_dimension[name] = {**_measured(right, guess), "rows": int(known.sum()),
                                    "baseline": _measured(right, np.full(right.size, state.mean[index]))}
+            if intervals:
+                per_dimension[name].update(interval_metrics(right, guess, state.interval_half_width[index]))
             if index < PLOTTED and right.size:
                 curves[name] = residual_sample(right, guess)
         scores = with_baseline(_averaged(per_dimension.values()),
                                _averaged(v["baseline"] for v in per_dimension.values()), "training means")
+        if intervals:
+            # After the baseline: coverage and width have no lift.
+            scores.update(_averaged(per_dimension.values(), INTERVAL_METRICS))
+            scores["interval"] = {"level": self.interval, "half_width": state.interval_half_width,
+                                  "rows": state.interval_rows}
         return {**scores, "per_dimension": per_dimension, "curves": curves}
 
     def plots(self, scores: dict, source: str) -> dict[str, bytes]:
@@ -228,13 +281,25 @@ class VectorOutput(OutputType):
 
     def notes(self, scores: dict) -> list[str]:
         count = len(scores.get("per_dimension", {}))
-        return [f"MAE, RMSE and R² are the means over the {count} dimensions; each dimension is scored on "
-                "the rows where its target is present (the table below)."]
+        notes = [f"MAE, RMSE and R² are the means over the {count} dimensions; each dimension is scored on "
+                 "the rows where its target is present (the table below)."]
+        if "interval" in scores:
+            interval = scores["interval"]
+            notes.append(interval_note(interval["level"], "prediction ± each dimension's half-width (the "
+                                       "table; coverage and width above are the means over dimensions)",
+                                       min(interval["rows"], default=None)))
+        return notes
 
     def tables(self, scores: dict) -> list[tuple[list[str], list[list[Any]]]]:
+        headings = ["dimension", "MAE", "RMSE", "R²", "baseline MAE", "rows"]
         rows = [[name, v["mae"], v["rmse"], v["r2"], v["baseline"]["mae"], v["rows"]]
                 for name, v in scores.get("per_dimension", {}).items()]
-        return [(["dimension", "MAE", "RMSE", "R²", "baseline MAE", "rows"], rows)]
+        if "interval" in scores:
+            headings += ["half-width", "coverage", "interval width"]
+            for row, half_width in zip(rows, scores["interval"]["half_width"], strict=True):
+                row += [half_width, scores["per_dimension"][row[0]]["coverage"],
+                        scores["per_dimension"][row[0]]["interval_width"]]
+        return [(headings, rows)]
 
 
 def _measured(truth: np.ndarray, predicted: np.ndarray) -> dict:
@@ -244,16 +309,16 @@ def _measured(truth: np.ndarray, predicted: np.ndarray) -> dict:
     return number_metrics(truth, predicted)
 
 
-def _averaged(scores: Any) -> dict:
+def _averaged(scores: Any, metrics: tuple[str, ...] = METRICS) -> dict:
     """Each metric's mean over the dimensions that have it (NaN when none does).
 
     >>> _averaged([{"mae": 1.0, "rmse": 2.0, "r2": 0.5}, {"mae": 3.0, "rmse": 4.0, "r2": float("nan")}])
     {'mae': 2.0, 'rmse': 3.0, 'r2': 0.5}
     """
-    table = np.asarray([[each[name] for name in METRICS] for each in scores], np.float64)
-    table = table.reshape(-1, len(METRICS))
+    table = np.asarray([[each[name] for name in metrics] for each in scores], np.float64)
+    table = table.reshape(-1, len(metrics))
     means = np.where(np.isfinite(table).any(axis=0), _column_means(table), np.nan)
-    return {name: float(mean) for name, mean in zip(METRICS, means, strict=True)}
+    return {name: float(mean) for name, mean in zip(metrics, means, strict=True)}
 
 
 def _column_means(values: np.ndarray) -> np.ndarray:
