@@ -363,7 +363,7 @@ def test_one_hot_loss_for_labels_is_refused() -> None:
     config = seed_config("004-2")
     config["outputs"][0]["loss"] = "categorical_crossentropy"
     with pytest.raises(ConfigError, match=r"outputs\[0\].loss: unknown key; allowed keys here: activation, "
-                                          r"class_weight, classes"):
+                                          r"calibrate, class_weight, classes"):
         load_spec(config)
 
 

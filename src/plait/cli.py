@@ -360,7 +360,7 @@ def show_importance(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from plait.explain import ranked
+    from plait.metrics import ranked
 
     table = Table(title=f"importance on {result['rows']} rows ({result['repeats']} repeats): "
                         "drop in the metric, mean ± sd")

@@ -151,18 +151,3 @@ def _summary(runs: list[float]) -> dict:
         "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
         "runs": [round(float(v), 6) for v in values],
     }
-
-
-def ranked(result: dict) -> list[tuple[str, str, str, dict, dict]]:
-    """(input, output, metric, permutation, switch_off) rows, most important inputs first: by
-    their mean permutation drop relative to the largest drop for the same output, averaged
-    over the outputs (so outputs scored on different scales count alike)."""
-    inputs, outputs = list(result["inputs"]), list(result["metrics"])
-    drops = np.array([[result["inputs"][name][out]["permutation"]["mean"] for out in outputs]
-                      for name in inputs], np.float64)
-    drops = np.nan_to_num(drops)
-    largest = np.maximum(drops.max(axis=0), 1e-12)
-    strength = (drops / largest).mean(axis=1)
-    order = [inputs[i] for i in np.argsort(-strength, kind="stable")]
-    return [(name, out, result["metrics"][out], cell["permutation"], cell["switch_off"])
-            for name in order for out, cell in result["inputs"][name].items()]

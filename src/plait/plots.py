@@ -161,7 +161,7 @@ def residuals(curves: dict, title: str) -> bytes:
 def importance_bars(result: dict) -> bytes:
     """Per output, each input's mean drop (with its standard deviation) when permuted and
     when switched off; the most important inputs on top."""
-    from plait.explain import ranked
+    from plait.metrics import ranked
 
     outputs = list(result["metrics"])
     inputs = list(dict.fromkeys(row[0] for row in ranked(result)))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from plait import plots
-from plait.explain import ranked
+from plait.metrics import ranked
 
 NAMES = {"accuracy": "accuracy", "precision": "precision", "recall": "recall", "f1": "F1",
          "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "log_loss": "log loss",
