@@ -20,6 +20,9 @@ One run (2-core CPU, JAX, seed 0), test split of 2,349 rows: accuracy / F1 / ROC
   plait bag, review + bag, title                       0.9204 / 0.9517 / 0.9607
   plait bidirectional GRU, review                      0.8987 / 0.9391 / 0.9389
   plait GRU + bag, review                              0.9157 / 0.9496 / 0.9516
+  plait transformer, review                            0.8966 / 0.9378 / 0.9372
+  plait bag review + bag title, attention merge        0.9174 / 0.9505 / 0.9524
+  plait bag review + bag title, gated merge            0.9187 / 0.9506 / 0.9550
 """
 
 from __future__ import annotations
