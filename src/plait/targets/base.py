@@ -16,7 +16,7 @@ from pydantic import Field
 
 from plait import plots
 from plait.data import Table
-from plait.metrics import fit_temperature
+from plait.metrics import binary_log_loss, fit_temperature, reliability, sigmoid_at
 from plait.schema import Activation, FittedState, Name, Rate, StateClass, Strict, Units
 
 
@@ -235,3 +235,28 @@ class ProbabilityOutput(OutputType):
             return []
         return [f"Probabilities calibrated: logits divided by the temperature {scores['temperature']:.4f}, "
                 "fitted on the validation split (above 1: the model was over-confident)."]
+
+
+class SigmoidOutput(ProbabilityOutput):
+    """An output of independent sigmoid units trained with binary cross-entropy (``binary``:
+    one unit; ``set``: one per label), calibrated by a temperature on their logits."""
+
+    def output_activation(self) -> str:
+        return "sigmoid"
+
+    def keras_loss(self) -> Any:
+        return "binary_crossentropy"
+
+    def keras_metrics(self) -> list[Any]:
+        from keras import metrics
+
+        return [metrics.BinaryAccuracy(name="accuracy"), metrics.AUC(name="auc")]
+
+    def at_temperature(self, predicted: np.ndarray, temperature: float) -> np.ndarray:
+        return sigmoid_at(predicted, temperature)
+
+    def log_loss(self, truth: np.ndarray, probability: np.ndarray) -> float:
+        return binary_log_loss(truth, probability)
+
+    def reliability_of(self, truth: np.ndarray, probability: np.ndarray) -> dict:
+        return reliability(truth.ravel() == 1, probability.ravel())

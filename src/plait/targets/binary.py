@@ -15,15 +15,12 @@ from plait.features.binary import two_levels
 from plait.metrics import (
     THRESHOLD_METRICS,
     binary_curves,
-    binary_log_loss,
     binary_metrics,
     choose_threshold,
-    reliability,
-    sigmoid_at,
     with_baseline,
 )
 from plait.schema import StateClass
-from plait.targets.base import CalibratedState, ProbabilityOutput, Target
+from plait.targets.base import CalibratedState, SigmoidOutput, Target
 from plait.targets.labels import LabelKind, label_kind, restore
 
 
@@ -38,7 +35,7 @@ class BinaryOutputState(CalibratedState):
     threshold_by: str
 
 
-class BinaryOutput(ProbabilityOutput):
+class BinaryOutput(SigmoidOutput):
     """Two classes. ``positive`` names the class predicted as 1 (by default true/yes/1 or
     the later label in sorted order). ``class_weight``: ``balanced`` or a weight per label,
     for imbalanced data. Predictions give the label (probability ≥ the decision threshold)
@@ -116,17 +113,6 @@ class BinaryOutput(ProbabilityOutput):
     def units(self, state: Any) -> int:
         return 1
 
-    def output_activation(self) -> str:
-        return "sigmoid"
-
-    def keras_loss(self) -> Any:
-        return "binary_crossentropy"
-
-    def keras_metrics(self) -> list[Any]:
-        from keras import metrics
-
-        return [metrics.BinaryAccuracy(name="accuracy"), metrics.AUC(name="auc")]
-
     def sample_weights(self, target: Target, state: BinaryOutputState) -> np.ndarray | None:
         if self.class_weight is None:
             return None
@@ -140,15 +126,6 @@ class BinaryOutput(ProbabilityOutput):
 
     def describe_units(self, state: BinaryOutputState) -> str:
         return f"the probability of {state.labels[1]!r} (the other label: {state.labels[0]!r})"
-
-    def at_temperature(self, predicted: np.ndarray, temperature: float) -> np.ndarray:
-        return sigmoid_at(predicted, temperature)
-
-    def log_loss(self, truth: np.ndarray, probability: np.ndarray) -> float:
-        return binary_log_loss(truth, probability)
-
-    def reliability_of(self, truth: np.ndarray, probability: np.ndarray) -> dict:
-        return reliability(truth.ravel() == 1, probability.ravel())
 
     def decode(self, predicted: np.ndarray, state: BinaryOutputState) -> dict[str, np.ndarray]:
         probability = self.calibrated(predicted.reshape(-1), state)

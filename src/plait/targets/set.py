@@ -14,15 +14,12 @@ from plait.errors import DataError
 from plait.features.set import read_tags
 from plait.metrics import (
     THRESHOLD_METRICS,
-    binary_log_loss,
     choose_threshold,
-    reliability,
     set_metrics,
-    sigmoid_at,
     with_baseline,
 )
 from plait.schema import StateClass
-from plait.targets.base import CalibratedState, ProbabilityOutput, Target
+from plait.targets.base import CalibratedState, SigmoidOutput, Target
 
 LISTED = 10
 """``plait code`` and the report's notes name each label of an output with at most this many."""
@@ -41,7 +38,7 @@ class SetOutputState(CalibratedState):
     threshold_by: str
 
 
-class SetOutput(ProbabilityOutput):
+class SetOutput(SigmoidOutput):
     """Any number of labels per row, each learned on its own: a sigmoid unit per label,
     binary cross-entropy.
 
@@ -160,17 +157,6 @@ class SetOutput(ProbabilityOutput):
     def units(self, state: SetOutputState) -> int:
         return len(state.labels)
 
-    def output_activation(self) -> str:
-        return "sigmoid"
-
-    def keras_loss(self) -> Any:
-        return "binary_crossentropy"
-
-    def keras_metrics(self) -> list[Any]:
-        from keras import metrics
-
-        return [metrics.BinaryAccuracy(name="accuracy"), metrics.AUC(name="auc")]
-
     def describe_units(self, state: SetOutputState) -> str:
         if len(state.labels) > LISTED:
             return f"the probability of each of its {len(state.labels)} labels, each on its own"
@@ -191,15 +177,6 @@ class SetOutput(ProbabilityOutput):
             chosen = choose_threshold(truth[:, index], probability[:, index], self.threshold_by)
             thresholds[index] = thresholds[index] if chosen is None else chosen
         return state.model_copy(update={"thresholds": thresholds, "threshold_by": self.threshold_by})
-
-    def at_temperature(self, predicted: np.ndarray, temperature: float) -> np.ndarray:
-        return sigmoid_at(predicted, temperature)
-
-    def log_loss(self, truth: np.ndarray, probability: np.ndarray) -> float:
-        return binary_log_loss(truth, probability)
-
-    def reliability_of(self, truth: np.ndarray, probability: np.ndarray) -> dict:
-        return reliability(truth.ravel() == 1, probability.ravel())
 
     def decode(self, predicted: np.ndarray, state: SetOutputState) -> dict[str, np.ndarray]:
         predicted = self.calibrated(predicted, state)
