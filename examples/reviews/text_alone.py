@@ -23,6 +23,7 @@ One run (2-core CPU, JAX, seed 0), test split of 2,349 rows: accuracy / F1 / ROC
   plait transformer, review                            0.8966 / 0.9378 / 0.9372
   plait bag review + bag title, attention merge        0.9174 / 0.9505 / 0.9524
   plait bag review + bag title, gated merge            0.9187 / 0.9506 / 0.9550
+  plait frozen all-MiniLM-L6-v2, review                0.8757 / 0.9276 / 0.9016
 """
 
 from __future__ import annotations
