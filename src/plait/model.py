@@ -89,17 +89,19 @@ class Model:
         """Train on data already fitted and encoded by ``plait.preprocess.prepare`` for a spec
         with the same ``preprocessing()`` as this one (``plait tune`` encodes once for many
         trials); otherwise as ``fit``."""
+        from plait.backend import use_compilation_cache
+
         if prepared.config != self.spec.preprocessing():
             raise PlaitError("these prepared data were fitted and encoded for another preprocessing config")
+        use_compilation_cache()
         return self._train(prepared, epochs, callbacks, None, None)
 
     def _train(self, prepared: Prepared, epochs: int | None, callbacks: list[Any] | None,
                run: Run | None, carried: dict | None) -> Model:
-        from plait.backend import set_random_seed, use_compilation_cache
+        from plait.backend import set_random_seed
         from plait.graph import build, compile_model
         from plait.training import Batches
 
-        use_compilation_cache()
         if not prepared.valid:
             self._check_needs_no_validation()
         train = self.spec.train

@@ -102,6 +102,18 @@ class InputType(Strict):
     def source_columns(self) -> list[str]:
         return [self.source]
 
+    def changed(self, keys: tuple[str, ...]) -> str:
+        """Those of ``keys`` set to other than their defaults, with their values
+        (``"embedding_dim 16, length 8"``), or ``""``. A saved spec writes every key out,
+        defaults included, so only a changed value can be a key given in vain.
+
+        >>> from plait.features.text import TextInput
+        >>> TextInput(name="t", embedding_dim=16).changed(("embedding_dim", "length"))
+        'embedding_dim 16'
+        """
+        return ", ".join(f"{key} {getattr(self, key)}" for key in keys
+                         if getattr(self, key) != type(self).model_fields[key].default)
+
     def preprocessing(self) -> dict[str, Any]:
         """The part of this input's config that its fitted state and encoded arrays depend
         on: all but ``model_keys``, and of an ``encoder`` only what it reads the values with.

@@ -163,11 +163,8 @@ class SetInput(InputType):
 
     @model_validator(mode="after")
     def _embedding_keys(self) -> SetInput:
-        # values other than the defaults: a saved spec writes every key out, defaults included
-        unused = [key for key in ("embedding_dim", "length")
-                  if getattr(self, key) != type(self).model_fields[key].default]
-        if self.encoding == "multi_hot" and unused:
-            found = ", ".join(f"{key} {getattr(self, key)}" for key in unused)
+        found = self.changed(("embedding_dim", "length"))
+        if self.encoding == "multi_hot" and found:
             raise ValueError(f"found {found}, which encoding 'multi_hot' does not use (it sets one slot "
                              "per tag, for every tag of the row); remove it, or set encoding: embedding")
         return self

@@ -138,11 +138,8 @@ class TextInput(InputType):
 
     @model_validator(mode="after")
     def _bag_keys(self) -> TextInput:
-        # values other than the defaults: a saved spec writes every key out, defaults included
-        unused = [key for key in ("embedding_dim", "length", "vocabulary_size")
-                  if getattr(self, key) != type(self).model_fields[key].default]
-        if isinstance(self.encoder, BagEncoder) and unused:
-            found = ", ".join(f"{key} {getattr(self, key)}" for key in unused)
+        found = self.changed(("embedding_dim", "length", "vocabulary_size"))
+        if isinstance(self.encoder, BagEncoder) and found:
             raise ValueError(f"found {found}, which a bag encoder does not use (it reads every word and "
                              "embeds none); expected encoder.max_features or encoder.slots instead")
         return self
