@@ -39,9 +39,11 @@ SCRIPT = textwrap.dedent("""
     trained.save(sys.argv[3] + "/own")
     again = plait.load(sys.argv[3] + "/own")
     same = np.allclose(trained.predict(frame)["label_proba"], again.predict(frame)["label_proba"])
-    jax_bundle = plait.load(sys.argv[3] + "/jax").predict(frame)
+    loaded = plait.load(sys.argv[3] + "/jax")
+    jax_bundle = loaded.predict(frame)
+    explained = loaded.attribute(frame, rows=[0, 1], steps=8)
     print(json.dumps({"backend": keras.backend.backend(), "reload_same": bool(same),
-                      "from_jax": jax_bundle["label_proba"].tolist()}))
+                      "from_jax": jax_bundle["label_proba"].tolist(), "explained": explained}))
 """)
 
 
@@ -88,5 +90,14 @@ def test_backend_trains_saves_and_reads_a_jax_bundle(backend: str, jax_bundle: t
     assert report["reload_same"]
     expected = plait.load(bundle).predict(frame)["label_proba"].to_numpy()
     np.testing.assert_allclose(report["from_jax"], expected, atol=1e-4)
+    # integrated gradients through this backend's own autodiff: the shares JAX finds
+    on_jax = plait.load(bundle).attribute(frame, rows=[0, 1], steps=8)
+    for got, want in zip(report["explained"]["rows"], on_jax["rows"], strict=True):
+        for output in ("label", "amount"):
+            shares = got["outputs"][output][0]["inputs"]
+            for name, entry in want["outputs"][output][0]["inputs"].items():
+                assert shares[name]["total"] == pytest.approx(entry["total"], abs=1e-4), (output, name)
+            assert [s for _, s in shares["note"]["units"]] == pytest.approx(
+                [s for _, s in want["outputs"][output][0]["inputs"]["note"]["units"]], abs=1e-4)
     manifest = json.loads((folder / "own" / "MANIFEST.json").read_text())
     assert manifest["backend"] == backend

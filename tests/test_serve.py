@@ -208,6 +208,34 @@ def test_limits_on_body_size_and_records(server: str) -> None:
     assert post(server, []).json() == {"predictions": []}
 
 
+def test_explain_returns_what_drove_each_record(server: str, model: Any, unseen: pd.DataFrame) -> None:
+    sent = records(unseen)
+    response = httpx.post(f"{server}/v1/predict", params={"explain": "true"}, json=sent, headers=AUTH,
+                          timeout=120)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert_same_predictions(body["predictions"], model.predict(unseen.drop(columns=["label", "score"])))
+    explained = body["explanations"]
+    assert explained[5] is None  # the missing flag: skipped, no prediction to explain
+    kept = [row for row in range(len(unseen)) if row != 5]
+    expected = model.attribute(unseen.drop(columns=["label", "score"]).drop(index=5).reset_index(drop=True),
+                               rows=list(range(len(kept))))["rows"]
+    for row, want in zip(kept, expected, strict=True):
+        got = explained[row]
+        assert got.keys() == {"label", "score"}
+        for output in ("label", "score"):
+            for got_unit, want_unit in zip(got[output], want["outputs"][output], strict=True):
+                assert got_unit["unit"] == want_unit["unit"]
+                for name, entry in want_unit["inputs"].items():
+                    assert got_unit["inputs"][name]["total"] == pytest.approx(entry["total"], abs=1e-4)
+    words = [word for word, _ in explained[4]["score"][0]["inputs"]["review"]["units"]]
+    assert words == ["Tr", "s", "GOOD", "soft", "d", "j"]  # as the model reads it: 6 words, ASCII letters
+    assert explained[0]["label"][0]["inputs"]["photo"]["kind"] == "regions"
+    too_many = httpx.post(f"{server}/v1/predict?explain=true", json=sent * 2, headers=AUTH, timeout=30)
+    assert too_many.status_code == 422
+    assert "found 24 records with explain=true; expected at most 16" in too_many.json()["detail"]
+
+
 def test_api_key_is_required(server: str) -> None:
     assert post(server, [GOOD], headers={}).status_code == 401
     assert post(server, [GOOD], headers={"X-API-Key": "wrong"}).status_code == 401

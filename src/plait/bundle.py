@@ -2,7 +2,8 @@
 
 ``spec.yaml``, ``state.json`` (fitted preprocessing), ``model.keras``, ``metrics.json``,
 ``history.json`` and ``MANIFEST.json`` (sha256 of each file, plait and Keras versions); when
-made, ``importance.json`` (``plait explain``), ``report.html`` and the ``plots/`` it shows.
+made, ``importance.json`` and ``attributions.json`` (``plait explain``), ``report.html`` and
+the ``plots/`` it shows.
 Written under a temporary name beside the target and renamed into place, also when files
 are added later (``update``). This module only reads and writes the files; ``Model.load``
 builds a model from them (Keras's ``safe_mode=True``; nothing is unpickled).
@@ -131,6 +132,7 @@ class Contents:
     history: dict
     importance: dict | None
     manifest: dict
+    attributions: dict | None = None
 
     @property
     def keras_file(self) -> Path:
@@ -140,10 +142,11 @@ class Contents:
 def read(path: Path) -> Contents:
     """The contents of the bundle at ``path``, once every checksum matches."""
     manifest = verify(path)
-    importance = _read_json(path / "importance.json") if "importance.json" in manifest["files"] else None
+    importance, attributions = (_read_json(path / name) if name in manifest["files"] else None
+                                for name in ("importance.json", "attributions.json"))
     return Contents(path, (path / "spec.yaml").read_text(encoding="utf-8"), _read_json(path / "state.json"),
                     _read_json(path / "metrics.json"), _read_json(path / "history.json"), importance,
-                    manifest)
+                    manifest, attributions)
 
 
 def _read_json(path: Path) -> Any:

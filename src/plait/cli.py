@@ -317,23 +317,63 @@ def explain(
     repeats: Annotated[int, typer.Option(help="Shuffles (and bootstrap resamples) per input.",
                                          min=1)] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the first shuffle.", min=0)] = 0,
+    rows: Annotated[str | None, typer.Option(help="Explain these rows of DATA instead (0-based, "
+                                             "e.g. 0,5,9): which words, image regions, steps or "
+                                             "values drove each prediction (integrated gradients; "
+                                             "no labels needed).")] = None,
+    steps: Annotated[int, typer.Option(help="Integration steps per row, with --rows.", min=2)] = 64,
 ) -> None:
     """How much each output's metric drops on labelled DATA when each input is permuted across
-    rows, or switched off (its training-set default in every row). Written to
-    importance.json in the bundle (and its report, when it has one)."""
+    rows, or switched off (its training-set default in every row), written to importance.json
+    in the bundle. With --rows, what drove each of those rows' predictions, written to
+    attributions.json. The bundle's report, when it has one, shows either."""
     import json
 
     from plait.bundle import update
     from plait.model import load
 
+    chosen = row_numbers(rows) if rows is not None else None
     model = load(bundle)
-    result = model.explain(data, repeats=repeats, seed=seed)
-    show_importance(result)
-    files = {"importance.json": (json.dumps(result, indent=2) + "\n").encode("utf-8")}
+    if chosen is not None:
+        name, result = "attributions.json", model.attribute(data, chosen, steps=steps)
+        show_attributions(result)
+    else:
+        name, result = "importance.json", model.explain(data, repeats=repeats, seed=seed)
+        show_importance(result)
+    files = {name: (json.dumps(result, indent=2) + "\n").encode("utf-8")}
     if "report.html" in model.manifest_["files"]:
         files.update(model.report_files())
     update(bundle, files, drop="plots" if "report.html" in files else None)
-    print(f"importance written to {bundle / 'importance.json'}")
+    print(f"{name.removesuffix('.json')} written to {bundle / name}")
+
+
+def row_numbers(text: str) -> list[int]:
+    """``"0,5,9"`` as row numbers; anything else is a usage error."""
+    try:
+        found = [int(part) for part in text.split(",")]
+    except ValueError:
+        found = []
+    if not found or min(found) < 0:
+        raise typer.BadParameter(f"found {text!r}; expected 0-based row numbers separated by commas, "
+                                 "such as 0,5,9", param_hint="--rows")
+    return found
+
+
+def show_attributions(result: dict, shown: int = 6) -> None:
+    """Per row and explained output unit: the answer, the baseline's, and each input's share
+    with its largest units."""
+    for row in result["rows"]:
+        for output, units in row["outputs"].items():
+            for unit in units:
+                print(f"row {row['row']}, {output} ({unit['unit']}): {unit['value']:.4g} "
+                      f"(baseline {unit['baseline']:.4g}, gap {unit['gap']:.2g})")
+                for name, entry in unit["inputs"].items():
+                    if entry["total"] is None:
+                        print(f"  {name}: held at its value (no gradient reaches it)")
+                        continue
+                    largest = sorted(entry.get("units", []), key=lambda pair: -abs(pair[1]))[:shown]
+                    listed = ", ".join(f"{label} {share:+.3g}" for label, share in largest)
+                    print(f"  {name}: {entry['total']:+.4g}" + (f"  [{listed}]" if listed else ""))
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from plait.attribution import scale_inputs
 from plait.errors import ConfigError
 from plait.spec import Head, Spec
 
@@ -26,6 +27,7 @@ def build(spec: Spec, states: dict[str, Any]) -> Any:
     for name, mask in masks.items():
         tensors[name] = keras.layers.Multiply(name=f"{name}_masked")([tensors[name], mask])
     inputs.update({mask.name: mask for mask in masks.values()})
+    inputs.update(scale_inputs())
     for index, node in enumerate(spec.merge_nodes):
         sources = spec.node_sources(node)
         if len(sources) == 1:

@@ -15,6 +15,7 @@ URL): a path is never opened.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -104,6 +105,8 @@ class Predictor:
         self._forward = forward_function(model.keras_model)
         self._dtypes = {tensor.name: tensor.dtype for tensor in model.keras_model.inputs}
         self.calls = 0
+        self._attributor: Any = None
+        self._explaining = threading.Lock()
 
     def encode(self, records: list[Any]) -> Batch:
         """Check every record and encode it; a RecordError names the first bad value."""
@@ -164,6 +167,22 @@ class Predictor:
         if not batch.rows:
             return self.decode(self.empty_outputs(), batch.kept)
         return self.decode(self.run(batch.arrays), batch.kept)
+
+    def explain(self, records: list[Any]) -> list[dict | None]:
+        """Per record, what drove each output's prediction (``plait.attribution``: the
+        ``outputs`` of one explained row); None for a record the input policies skip. The
+        gradient program is built on the first call."""
+        batch = self.encode(records)
+        if not batch.rows:
+            return []
+        with self._explaining:
+            if self._attributor is None:
+                from plait.attribution import Attributor
+
+                self._attributor = Attributor(self.model)
+            table = request_table(self.spec, records)
+            found = self._attributor.explain(batch.arrays, table, list(range(batch.rows)))
+        return [entry["outputs"] if keep else None for entry, keep in zip(found, batch.kept, strict=True)]
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """Raw outputs for no records, without calling the model."""

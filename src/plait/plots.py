@@ -185,6 +185,64 @@ def importance_bars(result: dict) -> bytes:
     return _png(figure)
 
 
+def region_heat_map(picture: str, grid: list[list[float]], title: str) -> bytes:
+    """The image as the model saw it (base64 PNG), beside it the attribution of each region
+    drawn over it: green pushed the answer up, red down, the strongest region opaque."""
+    import base64
+
+    from matplotlib.image import imread
+
+    pixels = imread(io.BytesIO(base64.b64decode(picture)), format="png")
+    shares = np.asarray(grid, np.float64)
+    limit = float(np.abs(shares).max()) or 1.0
+    figure = _figure(6.0, 3.2, left=0.2, right=0.9, bottom=0.2, top=0.45, gap=0.15)
+    height, width = pixels.shape[:2]
+    for position, overlay in ((1, False), (2, True)):
+        axes = figure.add_subplot(1, 2, position)
+        axes.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, extent=(0, width, height, 0))
+        if overlay:
+            shown = axes.imshow(shares, cmap="RdYlGn", vmin=-limit, vmax=limit, alpha=0.55,
+                                extent=(0, width, height, 0), interpolation="nearest")
+            figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
+        axes.set_xticks([])
+        axes.set_yticks([])
+    figure.suptitle(title, fontsize=10)
+    return _png(figure)
+
+
+def step_bars(units: list[list[Any]], title: str) -> bytes:
+    """The attribution of each step of a sequence: green up, red down."""
+    shares = np.asarray([share for _, share in units], np.float64)
+    figure = _figure(6.0, 2.4)
+    axes = figure.add_subplot(1, 1, 1)
+    axes.bar(np.arange(shares.size), shares, width=1.0,
+             color=np.where(shares >= 0, "#16a34a", "#dc2626"))
+    axes.axhline(0, color=INK, linewidth=0.8)
+    axes.set_xlabel("step")
+    axes.set_ylabel("share")
+    axes.set_title(title, fontsize=10)
+    return _png(figure)
+
+
+def attribution_plots(result: dict) -> dict[str, bytes]:
+    """For ``attributions.json``: a heat map per image and bars per sequence, per explained
+    row and unit, named ``attribution_<row>_<output>_<unit number>_<input>.png``."""
+    images = {}
+    for row in result["rows"]:
+        for output, units in row["outputs"].items():
+            for number, unit in enumerate(units):
+                for name, entry in unit["inputs"].items():
+                    if not any(share for _, share in entry.get("units", [])):
+                        continue  # an input that does not reach this output: nothing to draw
+                    key = f"attribution_{row['row']}_{output}_{number}_{name}.png"
+                    title = f"row {row['row']}, {output} ({unit['unit']}): {name}"
+                    if entry.get("kind") == "regions":
+                        images[key] = region_heat_map(entry["picture"], entry["grid"], title)
+                    elif entry.get("kind") == "steps":
+                        images[key] = step_bars(entry["units"], title)
+    return images
+
+
 def diagram(spec: Any, description: dict[str, dict] | None = None) -> bytes:
     """Boxes and arrows: inputs → branches → merge nodes → head → outputs.
 

@@ -2,8 +2,9 @@
 as base64 PNG data URIs, nothing fetched from elsewhere).
 
 It shows the metrics beside their baselines, the plots, the per-input importance (after
-``plait explain``), the model diagram and its layers, the data summary (rows, missing and
-out-of-vocabulary counts per input) and the config.
+``plait explain``), what drove single predictions (after ``plait explain --rows``), the
+model diagram and its layers, the data summary (rows, missing and out-of-vocabulary counts
+per input) and the config.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ figcaption { font-size: 12px; color: #64748b; margin-top: 4px; }
 summary { cursor: pointer; color: #475569; }
 pre { background: white; border: 1px solid #e2e8f0; padding: 12px; overflow-x: auto; font-size: 13px; }
 .note { color: #475569; font-size: 14px; }
+.share { padding: 1px 3px; border-radius: 3px; line-height: 1.9; }
 """
 
 
@@ -56,6 +58,8 @@ def plot_files(model: Any, metrics: dict | None, source: str) -> dict[str, bytes
             images.update(outputs[name].plots(scores, source))
     if getattr(model, "importance_", None):
         images["importance.png"] = plots.importance_bars(model.importance_)
+    if getattr(model, "attributions_", None):
+        images.update(plots.attribution_plots(model.attributions_))
     images["model.png"] = plots.diagram(model.spec, model.describe())
     return images
 
@@ -83,6 +87,7 @@ def render(model: Any, metrics: dict | None, source: str, images: dict[str, byte
         _metrics_section(model, metrics, source),
         _plots_section(images, metrics, source),
         _importance_section(getattr(model, "importance_", None), images),
+        _attributions_section(getattr(model, "attributions_", None), images),
         _model_section(model, images),
         _data_section(getattr(model, "data_report_", {}) or {}, model.spec),
         "<h2>Config</h2><details><summary>the config as trained, every default written out</summary>"
@@ -128,7 +133,8 @@ def _cell(value: Any) -> Any:
 
 
 def _plots_section(images: dict[str, bytes], metrics: dict | None, source: str) -> str:
-    shown = [name for name in images if name not in ("importance.png", "model.png")]
+    shown = [name for name in images if name not in ("importance.png", "model.png")
+             and not name.startswith("attribution_")]
     if not shown:
         return ""
     figures = "\n".join(_figure(images[name], name.removesuffix(".png").replace("_", " ")) for name in shown)
@@ -151,6 +157,43 @@ def _importance_section(result: dict | None, images: dict[str, bytes]) -> str:
             "resamples). Larger means the model relies on it more.</p>"
             + _table(["input", "output", "metric", "permuted: drop ± sd", "switched off: drop ± sd"], rows)
             + _figure(images["importance.png"], "per-input importance") + _gates(result))
+
+
+def _attributions_section(result: dict | None, images: dict[str, bytes]) -> str:
+    if not result:
+        return ""
+    parts = [f"<h2>What drove single predictions</h2><p class=\"note\">Rows of "
+             f"{_e(Path(str(result['data'])).name)}, by {_e(result['method'])} ({result['steps']} steps): "
+             "each input's share of the change from the baseline's answer (every input carrying no "
+             "information) to the row's; the shares add up to that change, up to the gap. Green pushed "
+             "the answer up, red down.</p>"]
+    for row in result["rows"]:
+        for output, units in row["outputs"].items():
+            for number, unit in enumerate(units):
+                parts.append(f"<h3>row {_e(row['row'])}: {_e(output)} ({_e(unit['unit'])}) "
+                             f"{_number(unit['value'])} <span class=\"meta\">baseline "
+                             f"{_number(unit['baseline'])}, gap {unit['gap']:.2g}</span></h3>")
+                cells = []
+                for name, entry in unit["inputs"].items():
+                    key = f"attribution_{row['row']}_{output}_{number}_{name}.png"
+                    shown = (_figure(images[key], f"{name}: {entry['kind']}") if key in images
+                             else _highlighted(entry.get("units", [])))
+                    total = "held" if entry["total"] is None else _number(entry["total"])
+                    cells.append([_e(name), total, shown])
+                parts.append(_table(["input", "share", "in detail"], cells))
+    return "\n".join(parts)
+
+
+def _highlighted(units: list[list[Any]]) -> str:
+    """Words, tags or values, each on a background as strong as its share: green up, red down."""
+    limit = max((abs(share) for _, share in units), default=0.0) or 1.0
+    spans = []
+    for label, share in units:
+        alpha = 0.85 * abs(share) / limit
+        colour = f"rgba(22, 163, 74, {alpha:.2f})" if share >= 0 else f"rgba(220, 38, 38, {alpha:.2f})"
+        spans.append(f'<span class="share" style="background: {colour}" title="{share:+.4g}">'
+                     f"{_e(label) or '&empty;'}</span>")
+    return " ".join(spans)
 
 
 def _gates(result: dict) -> str:

@@ -40,10 +40,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.concurrency import run_in_threadpool
 
+from plait.attribution import STEPS
 from plait.errors import PlaitError
 from plait.inference import Batch, Predictor, RecordError, buckets
 
 API_KEY_VARIABLE = "PLAIT_API_KEY"
+MAX_EXPLAINED = 16
+"""Records one ``?explain=true`` request may hold."""
 SETTINGS_VARIABLE = "PLAIT_SERVE_SETTINGS"
 """How ``--workers`` hands the settings to each worker process."""
 METRICS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -408,12 +411,17 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
         request_body["security"] = [{"APIKey": []}, {"Bearer": []}]
 
     @app.post("/v1/predict", openapi_extra=request_body, responses=errors, summary="Predict records")
-    async def predict(request: Request) -> Response:
+    async def predict(request: Request, explain: bool = False) -> Response:
         """One object per record with the columns `plait predict` writes: each output's
-        prediction, and its class probabilities (`<output>_proba`, `<output>_proba_<label>`)."""
+        prediction, and its class probabilities (`<output>_proba`, `<output>_proba_<label>`).
+        With `?explain=true` (at most 16 records), also `explanations`: per record, what drove
+        each output (integrated gradients: each input's share, per word, image region, step,
+        value or tag), as `plait explain --rows` writes them."""
         with batcher.arrival():
             authorize(request)
             records = parse_records(await read_body(request, settings.max_body_bytes), settings.max_records)
+            if explain:
+                return JSONResponse(await explained(records))
             try:
                 # A few records encode in microseconds; many (images) would hold up the event loop.
                 if len(records) <= 16:
@@ -427,6 +435,20 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
         metrics.records.inc(batch.rows)
         raw = await batcher.predict(batch) if batch.rows else predictor.empty_outputs()
         return JSONResponse({"predictions": as_rows(predictor.decode(raw, batch.kept))})
+
+    async def explained(records: list[Any]) -> dict[str, Any]:
+        if len(records) > MAX_EXPLAINED:
+            raise RequestError(422, f"found {len(records)} records with explain=true; expected at most "
+                               f"{MAX_EXPLAINED} (each takes {STEPS} gradient passes)")
+        try:
+            predictions = await run_in_threadpool(predictor.predict, records)
+            explanations = await run_in_threadpool(predictor.explain, records)
+        except RecordError as error:
+            raise RequestError(422, str(error), error.record, error.field) from None
+        stats.requests += 1
+        stats.records += len(records)
+        metrics.records.inc(len(records))
+        return {"predictions": as_rows(predictions), "explanations": explanations}
 
     @app.get("/v1/schema", responses={401: errors[401]}, summary="The inputs and outputs")
     async def get_schema(request: Request) -> Response:

@@ -187,6 +187,35 @@ class BagEncoder(Encoder):
                 f"grams (id 0: padding, then {len(state.vocabulary)} n-grams, most frequent first"
                 f"{buckets}); weight {weighting}{', L2-normalised per row' if self.normalize else ''}")
 
+    def word_shares(self, tokens: list[str], ids: np.ndarray, shares: np.ndarray,
+                    state: BagState) -> np.ndarray:
+        """One row's attribution per word (``tokens``, as encoded), from the shares of its
+        slots (``ids`` and their ``shares``): each id's share split evenly over the n-gram
+        occurrences that map to it, and each occurrence's over its words.
+
+        >>> bag = BagEncoder(ngrams=2)
+        >>> state = BagState(vocabulary=["good", "fit", "good fit"], frequency=[1, 1, 1], rows=1, slots=3)
+        >>> shares = np.array([0.25, 0.125, 0.5])
+        >>> bag.word_shares(["good", "fit"], np.array([1, 2, 3]), shares, state).tolist()
+        [0.5, 0.375]
+        """
+        starts = [(start, order) for order in range(1, self.ngrams + 1)
+                  for start in range(len(tokens) - order + 1)]
+        if not starts:
+            return np.zeros(len(tokens))
+        grams = pa.array([" ".join(tokens[start:start + order]) for start, order in starts],
+                         pa.large_string())
+        occurrence_ids, _ = ids_of(grams, state)
+        per_id = np.zeros(state.size)
+        np.add.at(per_id, ids.astype(np.int64), shares)
+        per_id[0] = 0.0
+        counts = np.bincount(occurrence_ids, minlength=state.size).astype(np.float64)
+        result = np.zeros(len(tokens))
+        for (start, order), gram_id in zip(starts, occurrence_ids, strict=True):
+            if gram_id:
+                result[start:start + order] += per_id[gram_id] / counts[gram_id] / order
+        return result
+
     def bag_layers(self, x: Any, state: BagState, name: str) -> Any:
         """The linear layer on the (id, weight) pairs."""
         from plait.layers.bag import WeightedBag
@@ -273,16 +302,23 @@ def counted_ids(row: np.ndarray, gram: np.ndarray, grams: pa.Array,
                 state: BagState) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Each distinct (row, id) with its count, rows in order; and the occurrences outside the
     vocabulary. Id 0 (dropped) is left out."""
-    id_of_gram = gram_ids(grams, state)
-    unseen_gram = id_of_gram == 0
-    if state.buckets and unseen_gram.any():
-        hashed = stable_hash(grams.filter(pa.array(unseen_gram))) % np.uint64(state.buckets)
-        id_of_gram[unseen_gram] = len(state.vocabulary) + 1 + hashed.astype(np.int64)
+    id_of_gram, unseen_gram = ids_of(grams, state)
     ids = id_of_gram[gram]
     unseen = int(np.count_nonzero(unseen_gram[gram]))
     found = ids > 0
     key, count = distinct(row[found] * state.size + ids[found])
     return key // state.size, key % state.size, count, unseen
+
+
+def ids_of(grams: pa.Array, state: BagState) -> tuple[np.ndarray, np.ndarray]:
+    """Each n-gram's id (its vocabulary id, else its hash bucket's, else 0: dropped), and
+    which n-grams were outside the vocabulary."""
+    id_of_gram = gram_ids(grams, state)
+    unseen_gram = id_of_gram == 0
+    if state.buckets and unseen_gram.any():
+        hashed = stable_hash(grams.filter(pa.array(unseen_gram))) % np.uint64(state.buckets)
+        id_of_gram[unseen_gram] = len(state.vocabulary) + 1 + hashed.astype(np.int64)
+    return id_of_gram, unseen_gram
 
 
 SMALL_LOOKUP = 4096

@@ -188,6 +188,23 @@ class InputType(Strict):
         """What the encoded array holds, in words, for the comments of ``plait code``."""
         raise NotImplementedError
 
+    def attribution_baseline(self, values: np.ndarray, state: Any) -> np.ndarray:
+        """The encoded rows ``values`` as they would be with no information, where integrated
+        gradients start (``plait.attribution``): the neutral value in every row."""
+        return np.broadcast_to(self.neutral(state), values.shape).astype(values.dtype)
+
+    def attribution_scale_start(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Where an embedded input's scale starts (``plait.attribution``), shaped ``(rows,
+        *shape)`` like its embedding: 0 everywhere, every embedded value vanishing."""
+        return np.zeros((len(values), *shape), np.float32)
+
+    def attributed(self, shares: np.ndarray, values: np.ndarray, table: Table, state: Any) -> dict | None:
+        """One row's attribution shares (shaped as its encoded ``values``, or as its embedding
+        for an embedded input), read from ``table`` (that row alone), summed into the units a
+        person reads: ``{"kind": ..., "units": [[label, share], ...]}``; None when the input
+        is one number (its total says it all)."""
+        return None
+
     @classmethod
     def examples(cls) -> list[Example]:
         """Values this type accepts, each as a file column and as request records."""
@@ -207,6 +224,14 @@ class InputType(Strict):
     def encoding_layers(self, x: Any, state: Any) -> Any:
         raise NotImplementedError
 
+    def embedded(self, x: Any) -> Any:
+        """Called by a branch on its embedded ids (words, tags, a category), which is where
+        attributions are measured for ids (``plait.attribution.embedded``); the identity in a
+        model for training and prediction."""
+        from plait.attribution import embedded
+
+        return embedded(x, self.name)
+
     def branch(self, x: Any, state: Any) -> Any:
         from keras import layers
 
@@ -216,6 +241,12 @@ class InputType(Strict):
             if self.dropout:
                 x = layers.Dropout(self.dropout, name=f"{self.name}_dropout_{index}")(x)
         return x
+
+
+def shares_by(kind: str, labels: Any, shares: Any) -> dict:
+    """Attribution units (``InputType.attributed``): each label with its share, in order."""
+    pairs = zip(labels, shares, strict=False)
+    return {"kind": kind, "units": [[str(label), float(share)] for label, share in pairs]}
 
 
 def state_problem(error: ValidationError) -> str:

@@ -100,9 +100,10 @@ class CategoryInput(InputType):
         slots = len(state.vocabulary) + 1
         if self.encoding == "onehot":
             x = layers.Flatten(name=f"{self.name}_flatten")(x)
-            return layers.CategoryEncoding(slots, output_mode="one_hot", name=f"{self.name}_onehot")(x)
+            x = layers.CategoryEncoding(slots, output_mode="one_hot", name=f"{self.name}_onehot")(x)
+            return self.embedded(x)
         x = layers.Embedding(slots, self.embedding_size(slots), name=f"{self.name}_embedding")(x)
-        return layers.Flatten(name=f"{self.name}_flatten")(x)
+        return layers.Flatten(name=f"{self.name}_flatten")(self.embedded(x))
 
     def neutral(self, state: CategoryState) -> np.ndarray:
         """The slot of unseen and missing values."""

@@ -19,7 +19,7 @@ from plait.data import Table, refused
 from plait.encoders.pretrained import PretrainedImageEncoder, handed_to_encoder
 from plait.errors import DataError
 from plait.evidence import Column, is_string
-from plait.features.base import Encoded, Example, InputType, Recognised, same_values
+from plait.features.base import Encoded, Example, InputType, Recognised, same_values, shares_by
 from plait.schema import FittedState, StateClass, Strict, Units
 
 INLINE_DECODES = 8
@@ -69,6 +69,10 @@ ImageEncoder = Annotated[
     BeforeValidator(lambda value: {"kind": "cnn", **value} if isinstance(value, dict) else value),
 ]
 """An image ``encoder``: convolutions (``kind: cnn``, the default) or a pretrained backbone."""
+
+
+REGIONS = 8
+"""Regions per side of an image's attribution grid."""
 
 
 class ImageInput(InputType):
@@ -210,6 +214,25 @@ class ImageInput(InputType):
     def describe_array(self, state: FittedState, fitted: bool) -> str:
         return "pixels scaled to [0, 1]"
 
+    def attributed(self, shares: np.ndarray, values: np.ndarray, table: Table,
+                   state: FittedState) -> dict | None:
+        """The shares of the pixels (all channels) summed over a grid of up to 8 × 8 regions,
+        rows from the top; and the image as the model saw it (``picture``: a PNG, base64), for
+        drawing the grid over it.
+
+        >>> image = ImageInput(name="photo", size=[4, 4], channels=1)
+        >>> shares = np.zeros((4, 4, 1)); shares[0, 0, 0] = 1.0
+        >>> image.attributed(shares, np.zeros((4, 4, 1)), None, None)["grid"][0]
+        [1.0, 0.0, 0.0, 0.0]
+        """
+        if getattr(self.encoder, "embeds_column", False):
+            return None
+        per_pixel = shares.sum(axis=-1)
+        bands = [np.array_split(np.arange(length), min(REGIONS, length)) for length in per_pixel.shape]
+        grid = [[float(per_pixel[np.ix_(rows, columns)].sum()) for columns in bands[1]] for rows in bands[0]]
+        places = [f"region {top},{left}" for top in range(len(grid)) for left in range(len(grid[0]))]
+        return {**shares_by("regions", places, np.ravel(grid)), "grid": grid, "picture": png_base64(values)}
+
     @classmethod
     def examples(cls) -> list[Example]:
         """PNG images: bytes in a file, base64 text (or a ``data:`` URL) in a request."""
@@ -253,6 +276,16 @@ class ImageInput(InputType):
     (fit, encode, load_state, placeholder_state, input_shape, encoding_layers, neutral, schema_details,
      describe_array) = handed_to_encoder(fit, encode, InputType.load_state, placeholder_state, input_shape,
                                          encoding_layers, neutral, schema_details, describe_array)
+
+
+def png_base64(pixels: np.ndarray) -> str:
+    """Pixels in [0, 1] (height × width × channels) as a base64 PNG."""
+    from PIL import Image
+
+    scaled = np.clip(np.asarray(pixels, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(scaled[..., 0] if scaled.shape[-1] == 1 else scaled).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def image_bytes(value: Any) -> bytes:

@@ -14,7 +14,7 @@ from plait.encoders import encoder_field
 from plait.encoders.recurrent import LSTMEncoder
 from plait.errors import DataError
 from plait.evidence import Column
-from plait.features.base import Encoded, Example, InputType, Recognised, same_values
+from plait.features.base import Encoded, Example, InputType, Recognised, same_values, shares_by
 from plait.features.lists import counts, flatten, list_depth, numeric_lists, positions
 from plait.schema import FittedState, StateClass
 
@@ -143,6 +143,16 @@ class SequenceInput(InputType):
     def neutral(self, state: SequenceState) -> np.ndarray:
         """Every step at the training mean: zero once standardised."""
         return np.zeros(self.input_shape(state))
+
+    def attributed(self, shares: np.ndarray, values: np.ndarray, table: Table,
+                   state: SequenceState) -> dict | None:
+        """Per step: the shares of its numbers, summed (steps are named by their place).
+
+        >>> SequenceInput(name="s").attributed(np.array([[0.5, 0.25], [0.0, -0.5]]), None, None, None)
+        {'kind': 'steps', 'units': [['0', 0.75], ['1', -0.5]]}
+        """
+        per_step = shares.sum(axis=1)
+        return shares_by("steps", range(len(per_step)), per_step)
 
     def describe_array(self, state: SequenceState, fitted: bool) -> str:
         scaled = {"standard": "standardised", "none": "as given",

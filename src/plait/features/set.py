@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 
 from plait.data import Table, is_list, json_labels, labels, refused
 from plait.evidence import Column, is_string, show
-from plait.features.base import Encoded, Example, InputType, Recognised, same_values
+from plait.features.base import Encoded, Example, InputType, Recognised, same_values, shares_by
 from plait.features.lists import positions
 from plait.features.vocabulary import fit_vocabulary, lookup
 from plait.schema import FittedState, StateClass
@@ -246,7 +246,7 @@ class SetInput(InputType):
             return x
         x = layers.Embedding(len(state.vocabulary) + 2, self.embedding_dim, mask_zero=True,
                              name=f"{self.name}_embedding")(x)
-        return layers.GlobalAveragePooling1D(name=f"{self.name}_mean")(x)
+        return layers.GlobalAveragePooling1D(name=f"{self.name}_mean")(self.embedded(x))
 
     def neutral(self, state: SetState) -> np.ndarray:
         """No tag at all: one unseen id and padding, or no slot set."""
@@ -254,6 +254,26 @@ class SetInput(InputType):
         if self.encoding == "embedding":
             values[0] = UNSEEN
         return values
+
+    def attributed(self, shares: np.ndarray, values: np.ndarray, table: Table,
+                   state: SetState) -> dict | None:
+        """Per tag of the row: the share of its id's embedding (or of its multi-hot slot).
+
+        >>> tags = SetInput(name="tags", length=3)
+        >>> state = SetState(vocabulary=["red", "blue"], length=3)
+        >>> shares = np.array([[0.5, 0.5], [-0.25, 0.0], [0.0, 0.0]])
+        >>> tags.attributed(shares, np.array([3, 1, 0]), None, state)
+        {'kind': 'tags', 'units': [['blue', 1.0], ['(unseen)', -0.25]]}
+        """
+        if self.encoding == "multi_hot":
+            slots, ids = shares, np.flatnonzero(values) + 1
+            slots = slots[ids - 1]
+        else:
+            slots, ids = shares.reshape(len(shares), -1).sum(axis=1), values.astype(np.int64)
+            slots = slots[ids != PAD]
+            ids = ids[ids != PAD]
+        names = ["(padding)", "(unseen)", *state.vocabulary]
+        return shares_by("tags", [names[i] for i in ids], slots)
 
     def describe_array(self, state: SetState, fitted: bool) -> str:
         known = (f"{state.vocabulary}" if fitted and len(state.vocabulary) <= LISTED

@@ -17,7 +17,7 @@ from plait.encoders.pooling import MeanEncoder
 from plait.encoders.pretrained import dtype_handed_to_encoder, handed_to_encoder
 from plait.errors import DataError
 from plait.evidence import Column, is_string
-from plait.features.base import LABEL_SCHEMA, Encoded, Example, InputType, Recognised, same_values
+from plait.features.base import LABEL_SCHEMA, Encoded, Example, InputType, Recognised, same_values, shares_by
 from plait.features.lists import positions
 from plait.features.vocabulary import fit_vocabulary, lookup
 from plait.schema import FittedState, StateClass
@@ -225,7 +225,7 @@ class TextInput(InputType):
         slots = len(state.vocabulary) + 2
         x = layers.Embedding(slots, self.embedding_dim, mask_zero=self.encoder.uses_mask,
                              name=f"{self.name}_embedding")(x)
-        return self.encoder.apply(x, self.name)
+        return self.encoder.apply(self.embedded(x), self.name)
 
     def neutral(self, state: TextState) -> np.ndarray:
         """An empty text: one unknown word followed by padding (a bag: no n-gram at all)."""
@@ -234,6 +234,42 @@ class TextInput(InputType):
             return tokens
         tokens[0] = UNKNOWN
         return tokens
+
+    def attribution_baseline(self, values: np.ndarray, state: TextState) -> np.ndarray:
+        """A bag's n-grams, each with weight 0 (an id has no gradient; its weight does)."""
+        if isinstance(self.encoder, BagEncoder):
+            baseline = values.copy()
+            baseline[..., 1] = 0.0
+            return baseline
+        return super().attribution_baseline(values, state)
+
+    def attribution_scale_start(self, values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Padding stays as it is (only the words vanish), so an encoder that reads padding
+        credits no word with it."""
+        return np.broadcast_to((values == PAD)[..., None], (len(values), *shape)).astype(np.float32)
+
+    def attributed(self, shares: np.ndarray, values: np.ndarray, table: Table,
+                   state: TextState) -> dict | None:
+        """Per word of the row, in order: its embedding's share; under a bag, the shares of
+        the n-grams it is part of, each n-gram's split evenly over its occurrences and words.
+
+        >>> state = TextState(vocabulary=["good", "fit"], length=3)
+        >>> text = TextInput(name="t", length=3, encoder={"kind": "gru"})
+        >>> shares = np.array([[0.5, 0.25], [-0.5, 0.0], [0.0, 0.0]])
+        >>> text.attributed(shares, np.array([2, 1, 0]), Table(pa.table({"t": ["Good FAB"]})), state)
+        {'kind': 'words', 'units': [['Good', 0.75], ['FAB', -0.5]]}
+        """
+        if getattr(self.encoder, "embeds_column", False):
+            return None
+        text = table.strings(self.source, self.describe_use())
+        shown = [word for word in words(text, lowercase=False)[0].as_py() or [] if word] or [""]
+        if isinstance(self.encoder, BagEncoder):
+            tokens = [word for word in words(text, self.lowercase)[0].as_py() or [] if word]
+            per_word = self.encoder.word_shares(tokens, values[:, 0].astype(np.int64), shares.sum(axis=-1),
+                                                self.bag_state(state))
+        else:
+            per_word = shares.reshape(len(shares), -1).sum(axis=1)[:min(len(shown), state.length)]
+        return shares_by("words", shown, per_word)
 
     def describe_array(self, state: TextState, fitted: bool) -> str:
         if isinstance(self.encoder, BagEncoder):

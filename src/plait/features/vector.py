@@ -13,7 +13,7 @@ from pydantic import Field, model_validator
 from plait.data import Table, json_lists, json_numbers
 from plait.errors import DataError
 from plait.evidence import Column
-from plait.features.base import Encoded, Example, InputType, Recognised, same_values
+from plait.features.base import Encoded, Example, InputType, Recognised, same_values, shares_by
 from plait.features.lists import counts, flatten, list_depth, numeric_lists
 from plait.schema import FittedState, StateClass
 
@@ -156,6 +156,18 @@ class VectorInput(InputType):
         """Each element's fill value (the training mean), scaled."""
         fill, shift, divide = (np.asarray(v, np.float64) for v in (state.fill, state.shift, state.divide))
         return ((fill - shift) / divide).reshape(self.input_shape(state))
+
+    def attributed(self, shares: np.ndarray, values: np.ndarray, table: Table,
+                   state: VectorState) -> dict | None:
+        """Per element: its share, named by its column (or by its place in the list).
+
+        >>> VectorInput(name="v", columns=["a", "b"]).attributed(np.array([0.5, -0.25]), None, None, None)
+        {'kind': 'values', 'units': [['a', 0.5], ['b', -0.25]]}
+        """
+        flat = shares.reshape(-1)
+        names = self.columns or ["[" + ", ".join(map(str, place)) + "]"
+                                 for place in np.ndindex(*shares.shape)]
+        return shares_by("values", names, flat)
 
     def describe_array(self, state: VectorState, fitted: bool) -> str:
         scaled = {"standard": "standardised", "minmax": "scaled to [0, 1]", "none": "as given"}[self.scale]

@@ -126,6 +126,16 @@ class OutputType(Strict):
         """(label, column) for each column that holds a label's probability."""
         return []
 
+    def explained_units(self, raw: np.ndarray, state: Any) -> list[tuple[int, str]]:
+        """Which units of one row's raw output ``plait explain --rows`` attributes, each
+        with its name: the one unit, named after the output."""
+        return [(0, self.name)]
+
+    def explained_values(self, raw: np.ndarray, state: Any) -> np.ndarray:
+        """Raw outputs (rows × units) in the units the attributions are given in: as they
+        are (probabilities), unless a subclass restores a target's own units."""
+        return np.asarray(raw, np.float64)
+
     def schema(self, state: Any) -> dict[str, Any]:
         """This output as a client sees it in ``/v1/schema``; ``bars`` are the probabilities
         the serving page draws."""

@@ -127,6 +127,10 @@ class BinaryOutput(SigmoidOutput):
     def describe_units(self, state: BinaryOutputState) -> str:
         return f"the probability of {state.labels[1]!r} (the other label: {state.labels[0]!r})"
 
+    def explained_units(self, raw: np.ndarray, state: BinaryOutputState) -> list[tuple[int, str]]:
+        """The probability of the positive label."""
+        return [(0, state.labels[1])]
+
     def decode(self, predicted: np.ndarray, state: BinaryOutputState) -> dict[str, np.ndarray]:
         probability = self.calibrated(predicted.reshape(-1), state)
         labels = np.asarray(restore(state.labels, state.kind), dtype=object)

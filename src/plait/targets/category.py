@@ -127,6 +127,11 @@ class CategoryOutput(ProbabilityOutput):
     def reliability_of(self, truth: np.ndarray, probability: np.ndarray) -> dict:
         return reliability(probability.argmax(axis=1) == truth.ravel(), probability.max(axis=1))
 
+    def explained_units(self, raw: np.ndarray, state: CategoryOutputState) -> list[tuple[int, str]]:
+        """The probability of the predicted label."""
+        best = int(np.argmax(raw))
+        return [(best, state.labels[best])]
+
     def decode(self, predicted: np.ndarray, state: CategoryOutputState) -> dict[str, np.ndarray]:
         predicted = self.calibrated(predicted, state)
         labels = np.asarray(restore(state.labels, state.kind), dtype=object)

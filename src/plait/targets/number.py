@@ -98,6 +98,10 @@ class NumberOutput(OutputType):
     def restore(self, predicted: np.ndarray, state: NumberOutputState) -> np.ndarray:
         return predicted.reshape(-1).astype(np.float64) * state.divide + state.shift
 
+    def explained_values(self, raw: np.ndarray, state: NumberOutputState) -> np.ndarray:
+        """In the target's units."""
+        return self.restore(raw, state).reshape(-1, 1)
+
     def decode(self, predicted: np.ndarray, state: NumberOutputState) -> dict[str, np.ndarray]:
         estimate = self.restore(predicted, state)
         if state.interval_half_width is None:

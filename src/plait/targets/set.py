@@ -178,6 +178,12 @@ class SetOutput(SigmoidOutput):
             thresholds[index] = thresholds[index] if chosen is None else chosen
         return state.model_copy(update={"thresholds": thresholds, "threshold_by": self.threshold_by})
 
+    def explained_units(self, raw: np.ndarray, state: SetOutputState) -> list[tuple[int, str]]:
+        """The probability of each label predicted present (of the likeliest when none is)."""
+        called = np.flatnonzero(self.calibrated(raw[None], state)[0] >= np.asarray(state.thresholds))
+        chosen = called if called.size else [int(np.argmax(raw))]
+        return [(int(index), state.labels[index]) for index in chosen]
+
     def decode(self, predicted: np.ndarray, state: SetOutputState) -> dict[str, np.ndarray]:
         predicted = self.calibrated(predicted, state)
         called = predicted >= np.asarray(state.thresholds)

@@ -214,6 +214,14 @@ class VectorOutput(OutputType):
         scaled = predicted.reshape(-1, len(state.names)).astype(np.float64)
         return scaled * np.asarray(state.divide) + np.asarray(state.shift)
 
+    def explained_units(self, raw: np.ndarray, state: VectorOutputState) -> list[tuple[int, str]]:
+        """Every dimension."""
+        return [(index, f"{self.name}_{name}") for index, name in enumerate(state.names)]
+
+    def explained_values(self, raw: np.ndarray, state: VectorOutputState) -> np.ndarray:
+        """In the targets' units."""
+        return self.restore(raw, state)
+
     def decode(self, predicted: np.ndarray, state: VectorOutputState) -> dict[str, np.ndarray]:
         restored = self.restore(predicted, state)
         columns = {f"{self.name}_{name}": restored[:, index] for index, name in enumerate(state.names)}
