@@ -155,6 +155,22 @@ def test_the_bundle_reloads_with_equal_predictions(model: Any, bundle: Path, spl
     assert {f"plots/size_{target}_residuals.png" for target in TARGETS} <= set(files)
 
 
+def test_each_dimension_is_explained_and_described(model: Any, split: tuple) -> None:
+    from plait.export import describe_output
+
+    found = model.attribute(split[1], rows=[0, 1])
+    for row in found["rows"]:
+        units = row["outputs"]["size"]
+        assert [unit["unit"] for unit in units] == [f"size_{target}" for target in TARGETS]
+        for unit in units:  # in grams and millimetres: the shares add up to the change, up to the gap
+            shares = [entry["total"] for entry in unit["inputs"].values()]
+            assert unit["value"] - unit["baseline"] - sum(shares) == pytest.approx(unit["gap"])
+            assert abs(unit["gap"]) < 0.03 * sum(abs(share) for share in shares)
+    state = model.states_["size"]
+    described = describe_output(model.spec.outputs[0], state, np.zeros((1, 2), np.float32))
+    assert described["names"] == TARGETS and described["shape"] == [None, 2]
+
+
 def test_the_server_answers_each_dimension(bundle: Path, model: Any, split: tuple) -> None:
     rows = split[1].head(5)
     records = json.loads(rows[[s["name"] for s in INPUTS]].to_json(orient="records"))

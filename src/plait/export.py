@@ -159,9 +159,10 @@ def input_entry(tensor: Any, kind: str, encoding: str) -> dict[str, Any]:
 def describe_output(out: Any, state: Any, values: np.ndarray) -> dict[str, Any]:
     entry = {"name": out.name, "dtype": str(values.dtype), "shape": [None, *values.shape[1:]],
              "type": out.type, "meaning": out.describe_units(state)}
-    # What decoding needs beyond the meaning: the labels in unit order, the decision threshold,
-    # the temperature the probabilities are calibrated with.
-    for field in ("labels", "threshold", "temperature"):
+    # What decoding needs beyond the meaning: the labels (or a vector's dimension names) in
+    # unit order, the decision threshold(s), the temperature the probabilities are calibrated
+    # with, the half-width of the conformal intervals.
+    for field in ("labels", "names", "threshold", "thresholds", "temperature", "interval_half_width"):
         if hasattr(state, field):
             entry[field] = getattr(state, field)
     return entry

@@ -192,6 +192,8 @@ def region_heat_map(picture: str, grid: list[list[float]], title: str) -> bytes:
 
     from matplotlib.image import imread
 
+    from plait.features.image import region_edges
+
     pixels = imread(io.BytesIO(base64.b64decode(picture)), format="png")
     shares = np.asarray(grid, np.float64)
     limit = float(np.abs(shares).max()) or 1.0
@@ -201,8 +203,8 @@ def region_heat_map(picture: str, grid: list[list[float]], title: str) -> bytes:
         axes = figure.add_subplot(1, 2, position)
         axes.imshow(pixels, cmap="gray" if pixels.ndim == 2 else None, extent=(0, width, height, 0))
         if overlay:
-            shown = axes.imshow(shares, cmap="RdYlGn", vmin=-limit, vmax=limit, alpha=0.55,
-                                extent=(0, width, height, 0), interpolation="nearest")
+            shown = axes.pcolormesh(region_edges(width), region_edges(height), shares, cmap="RdYlGn",
+                                    vmin=-limit, vmax=limit, alpha=0.6)
             figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
         axes.set_xticks([])
         axes.set_yticks([])

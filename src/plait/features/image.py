@@ -228,8 +228,9 @@ class ImageInput(InputType):
         if getattr(self.encoder, "embeds_column", False):
             return None
         per_pixel = shares.sum(axis=-1)
-        bands = [np.array_split(np.arange(length), min(REGIONS, length)) for length in per_pixel.shape]
-        grid = [[float(per_pixel[np.ix_(rows, columns)].sum()) for columns in bands[1]] for rows in bands[0]]
+        tops, lefts = (region_edges(length) for length in per_pixel.shape)
+        grid = [[float(per_pixel[top:bottom, left:right].sum()) for left, right in zip(lefts, lefts[1:])]
+                for top, bottom in zip(tops, tops[1:])]
         places = [f"region {top},{left}" for top in range(len(grid)) for left in range(len(grid[0]))]
         return {**shares_by("regions", places, np.ravel(grid)), "grid": grid, "picture": png_base64(values)}
 
@@ -276,6 +277,16 @@ class ImageInput(InputType):
     (fit, encode, load_state, placeholder_state, input_shape, encoding_layers, neutral, schema_details,
      describe_array) = handed_to_encoder(fit, encode, InputType.load_state, placeholder_state, input_shape,
                                          encoding_layers, neutral, schema_details, describe_array)
+
+
+def region_edges(length: int) -> list[int]:
+    """Where the attribution regions along a side of ``length`` pixels start and end: up to
+    ``REGIONS`` of them, as even as whole pixels allow.
+
+    >>> region_edges(12)
+    [0, 2, 3, 4, 6, 8, 9, 10, 12]
+    """
+    return np.linspace(0, length, min(REGIONS, length) + 1).round().astype(int).tolist()
 
 
 def png_base64(pixels: np.ndarray) -> str:

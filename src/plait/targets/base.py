@@ -139,8 +139,11 @@ class OutputType(Strict):
     def schema(self, state: Any) -> dict[str, Any]:
         """This output as a client sees it in ``/v1/schema``; ``bars`` are the probabilities
         the serving page draws."""
-        return {"name": self.name, "type": self.type, "columns": self.prediction_columns(state),
-                "bars": [list(pair) for pair in self.probability_columns(state)]}
+        described = {"name": self.name, "type": self.type, "columns": self.prediction_columns(state),
+                     "bars": [list(pair) for pair in self.probability_columns(state)]}
+        if isinstance(state, CalibratedState):
+            described["temperature"] = state.temperature
+        return described
 
     def needs_validation(self) -> str | None:
         """What in this output's config is set on the validation rows and cannot do without
