@@ -229,8 +229,8 @@ class ImageInput(InputType):
             return None
         per_pixel = shares.sum(axis=-1)
         tops, lefts = (region_edges(length) for length in per_pixel.shape)
-        grid = [[float(per_pixel[top:bottom, left:right].sum()) for left, right in zip(lefts, lefts[1:])]
-                for top, bottom in zip(tops, tops[1:])]
+        grid = [[float(per_pixel[tops[i]:tops[i + 1], lefts[j]:lefts[j + 1]].sum())
+                 for j in range(len(lefts) - 1)] for i in range(len(tops) - 1)]
         places = [f"region {top},{left}" for top in range(len(grid)) for left in range(len(grid[0]))]
         return {**shares_by("regions", places, np.ravel(grid)), "grid": grid, "picture": png_base64(values)}
 
