@@ -12,11 +12,11 @@ its neutral value, a bag without n-grams). The shares of all inputs add up to
 taken with ``steps`` Gauss-Legendre nodes, all in one batch.
 
 Words, tags and categories are ids, which have no gradient: their shares are taken on their
-embedding (``InputType.embedded``), scaled from zero to the embedding of the row, in a copy of
-the model built with one extra input per embedding (the scale), weights copied by layer name.
-The scale is a multiplication, so a text's padding mask passes through unchanged. An input
-without either (the token ids of a fine-tuned pretrained encoder) is held at its value and
-gets no share.
+embedding (``InputType.embedded``, ``plait.layers.scaled``), scaled from zero to the
+embedding of the row, in a copy of the model built with one extra input per embedding (the
+scale), weights copied by layer name. The scale is a multiplication, so a text's padding
+mask passes through unchanged. An input without either (the token ids of a fine-tuned
+pretrained encoder) is held at its value and gets no share.
 
 Each input type then sums its shares into units a person reads (``InputType.attributed``):
 words of a text, regions of an image, steps of a sequence, values of a vector, tags of a set;
@@ -25,15 +25,14 @@ any other input is one number.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from plait.data import Table
 from plait.errors import DataError
+from plait.layers.scaled import scaled_embeddings
 
 STEPS = 64
 """Gauss-Legendre nodes per row (each is one interpolated row in the gradient batch); more
@@ -41,56 +40,6 @@ make ``gap`` smaller where the model's answer turns sharply along the path."""
 
 BATCH = 1024
 """Interpolated rows per gradient call."""
-
-_scales: ContextVar[dict[str, Any] | None] = ContextVar("plait_attribution_scales", default=None)
-
-
-def embedded(x: Any, name: str) -> Any:
-    """The embedded values of input ``name``, as its branch goes on with them: unchanged in a
-    model for training and prediction; in the copy that attributions are measured on,
-    multiplied by an extra input ``<name>_attribution_scale`` of the same shape."""
-    scales = _scales.get()
-    if scales is None:
-        return x
-    import keras
-
-    scale = keras.Input(shape=tuple(x.shape[1:]), name=f"{name}_attribution_scale")
-    scales[name] = scale
-    return scaled_layer()(name=f"{name}_attribution_scaled")(x, scale)
-
-
-def scale_inputs() -> dict[str, Any]:
-    """The scale inputs made so far in an open ``scaled_embeddings``, by their input name
-    (outside one: none), for ``plait.graph.build`` to add to the model's inputs."""
-    return {scale.name: scale for scale in (_scales.get() or {}).values()}
-
-
-def scaled_layer() -> type:
-    """``Scaled()(x, scale)``: ``x * scale``, passing ``x``'s padding mask on (Keras's own
-    Multiply would merge it with the scale's absent one and lose it)."""
-    import keras
-
-    class Scaled(keras.layers.Layer):
-        def __init__(self, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.supports_masking = True
-
-        def call(self, x: Any, scale: Any) -> Any:
-            return x * scale
-
-    return Scaled
-
-
-@contextmanager
-def scaled_embeddings() -> Iterator[dict[str, Any]]:
-    """While open, every input's ``embedded`` values get a scale input, collected by input name."""
-    scales: dict[str, Any] = {}
-    token = _scales.set(scales)
-    try:
-        yield scales
-    finally:
-        _scales.reset(token)
-
 
 class Attributor:
     """Integrated gradients for a fitted ``plait.Model``; build once, call ``explain`` per

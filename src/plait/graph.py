@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from plait.attribution import scale_inputs
 from plait.errors import ConfigError
 from plait.spec import Head, Spec
 
@@ -18,6 +17,8 @@ def build(spec: Spec, states: dict[str, Any]) -> Any:
     """
     import keras
 
+    from plait.layers.scaled import scale_inputs
+
     inputs = {
         s.name: keras.Input(shape=s.input_shape(states[s.name]), dtype=s.input_dtype, name=s.name)
         for s in spec.inputs
@@ -27,7 +28,7 @@ def build(spec: Spec, states: dict[str, Any]) -> Any:
     for name, mask in masks.items():
         tensors[name] = keras.layers.Multiply(name=f"{name}_masked")([tensors[name], mask])
     inputs.update({mask.name: mask for mask in masks.values()})
-    inputs.update(scale_inputs())
+    inputs.update(scale_inputs())  # none, unless plait.attribution is building its copy
     for index, node in enumerate(spec.merge_nodes):
         sources = spec.node_sources(node)
         if len(sources) == 1:

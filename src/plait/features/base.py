@@ -226,9 +226,9 @@ class InputType(Strict):
 
     def embedded(self, x: Any) -> Any:
         """Called by a branch on its embedded ids (words, tags, a category), which is where
-        attributions are measured for ids (``plait.attribution.embedded``); the identity in a
-        model for training and prediction."""
-        from plait.attribution import embedded
+        attributions are measured for ids (``plait.layers.scaled``); the identity in a model
+        for training and prediction."""
+        from plait.layers.scaled import embedded
 
         return embedded(x, self.name)
 
