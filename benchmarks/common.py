@@ -8,9 +8,12 @@ work slows both alike.
 from __future__ import annotations
 
 import io
+import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -162,3 +165,14 @@ def image_spec(batch_size: int = 256, size: int = 32) -> dict:
              "encoder": {"kind": "cnn", "filters": [16, 32]}}
     return {"inputs": [*TABULAR_INPUTS, image], "head": {"layers": [64]}, "outputs": OUTPUTS,
             "train": {"epochs": 1, "batch_size": batch_size, "validation_split": 0.0}}
+
+
+def child_outcome(done: subprocess.CompletedProcess) -> dict[str, Any]:
+    """What a measured child process printed last as JSON; or that the memory cap killed it,
+    or how else it ended."""
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if lines:
+        return json.loads(lines[-1])
+    if done.returncode == -signal.SIGKILL:
+        return {"outcome": "killed (cap)"}
+    return {"outcome": f"exit {done.returncode}", "error": done.stderr.strip().splitlines()[-1:]}

@@ -23,8 +23,8 @@ def run_once(bundle: Path, data: Path, cache: Path, out: Path) -> float:
     env = {**os.environ, "PLAIT_CACHE_DIR": str(cache)}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # plait's own cache folder, not one chosen outside
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "plait", "predict", str(bundle), "--data", str(data), "--out", str(out)],
-                   check=True, env=env, capture_output=True)
+    command = [sys.executable, "-m", "plait", "predict", str(bundle), "--data", str(data), "--out", str(out)]
+    subprocess.run(command, check=True, env=env, capture_output=True)
     return time.perf_counter() - started
 
 
@@ -37,8 +37,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         cache, times = Path(folder) / "cache", []
         for run in range(arguments.runs):
-            seconds = run_once(arguments.bundle, arguments.data, cache, Path(folder) / f"predictions-{run}.csv")
-            times.append(seconds)
+            out = Path(folder) / f"predictions-{run}.csv"
+            times.append(run_once(arguments.bundle, arguments.data, cache, out))
+            seconds = times[-1]
             programs = len(list((cache / "xla").glob("*-cache")))
             print(f"run {run + 1}: {seconds:.1f} s, {programs} compiled programs in the cache")
     print(f"second / first: {times[1] / times[0]:.2f}")

@@ -57,9 +57,12 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, float | None, str, flo
         if "error" in figures:
             table.append(("backends", f"{backend}: {figures['error']}", None, "", None))
             continue
+        hand = figures.get("hand_written")  # results written before each backend was compared with itself
         for kind in ("train", "predict"):
             figure = figures[f"{kind}_examples_per_s"]
-            table.append(("backends", f"{backend} {kind} examples/s", figure, "", None))
+            other = f"hand-written Keras on {backend} {hand[f'{kind}_examples_per_s']:,.0f}" if hand else ""
+            table.append(("backends", f"{backend} {kind} examples/s", figure, other,
+                          figures[f"{kind}_ratio"] if hand else None))
     for peer, figures in results.get("peers", {}).items():
         if "error" in figures:
             table.append(("peers", f"{peer}: {figures['error']}", None, "", None))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from common import child_outcome
 
 WIDTH = 256
 CHILD = r"""
@@ -52,19 +52,21 @@ print(json.dumps({"outcome": outcome, "seconds": time.perf_counter() - started,
 """.replace("WIDTH", str(WIDTH))
 
 
-def write_table(path: Path, rows: int, chunk: int = 50_000) -> None:
-    """Rows written a chunk at a time, so making the file needs little memory itself."""
+def write_table(path: Path, rows: int, chunk: int = 50_000, width: int = WIDTH) -> None:
+    """Rows of a ``width``-number vector, a number, a category and a label depending on all
+    three, written a chunk at a time (row groups of ``chunk`` rows), so making the file needs
+    little memory itself."""
     rng = np.random.default_rng(0)
-    direction = rng.normal(size=WIDTH).astype(np.float32)
+    direction = rng.normal(size=width).astype(np.float32)
     writer = None
     for start in range(0, rows, chunk):
         count = min(chunk, rows - start)
-        vectors = rng.normal(size=(count, WIDTH)).astype(np.float32)
+        vectors = rng.normal(size=(count, width)).astype(np.float32)
         x = rng.normal(size=count)
         category = rng.choice(np.array(["red", "green", "blue", "grey"]), count)
-        score = vectors @ direction / np.sqrt(WIDTH) + x + (category == "red")
+        score = vectors @ direction / np.sqrt(width) + x + (category == "red")
         table = pa.table({
-            "v": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), WIDTH),
+            "v": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), width),
             "x": x, "c": category, "y": (score > 0.5).astype(np.int8),
         })
         writer = writer or pq.ParquetWriter(path, table.schema, compression="none")
@@ -98,12 +100,7 @@ def train_capped(group: Path | None, data: Path, cache: Path, stream: str) -> di
     done = subprocess.run([sys.executable, "-c", CHILD, str(data), str(cache), stream],
                           capture_output=True, text=True, preexec_fn=enter,
                           env={**os.environ, "KERAS_BACKEND": "jax"})
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    if lines:
-        return json.loads(lines[-1])
-    if done.returncode == -signal.SIGKILL:
-        return {"outcome": "killed (cap)"}
-    return {"outcome": f"exit {done.returncode}", "error": done.stderr.strip().splitlines()[-1:]}
+    return child_outcome(done)
 
 
 def main() -> None:

@@ -6,8 +6,10 @@ Each use says why. Everything else in plait uses ``keras`` and ``keras.layers`` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,26 @@ def use_compilation_cache() -> None:
     # train, predict and encode steps each take less and add up to the wait.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
     jax.config.update("jax_compilation_cache_max_size", COMPILATION_CACHE_BYTES)
+
+
+@contextlib.contextmanager
+def precision(policy: str) -> Iterator[None]:
+    """Keras's global dtype policy set to ``policy`` (``train.precision``) inside the block
+    and restored after it: a layer keeps the policy it was made with, so only building needs
+    it, and a bundle loads with its own policy whatever the caller set globally.
+
+    >>> with precision("mixed_bfloat16"):
+    ...     keras.layers.Dense(1).compute_dtype
+    'bfloat16'
+    >>> keras.mixed_precision.dtype_policy().name
+    'float32'
+    """
+    before = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(before)
 
 
 def set_random_seed(seed: int) -> None:

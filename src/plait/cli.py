@@ -10,6 +10,7 @@ import contextlib
 import functools
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,12 +37,30 @@ def user_errors(command: Callable) -> Callable:
             return command(*args, **kwargs)
         except PlaitError as error:
             print(f"plait: error: {error}", file=sys.stderr)
+            _stop_group(2)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("plait: interrupted", file=sys.stderr)
+            _stop_group(130)
             raise typer.Exit(130) from None
+        except Exception as error:
+            distributed = sys.modules.get("plait.distributed")
+            if distributed is None or distributed.joined() is None:
+                raise
+            message = distributed.lost_peer(error)
+            if message is None:
+                traceback.print_exc()
+            print(f"plait: error: {message or 'training stopped by the error above'}", file=sys.stderr)
+            _stop_group(3)
+            raise
 
     return wrapper
+
+
+def _stop_group(status: int) -> None:
+    """In a group of training processes, leave at once (``plait.distributed.stop_now``)."""
+    if "plait.distributed" in sys.modules:
+        sys.modules["plait.distributed"].stop_now(status)
 
 
 @app.command()
@@ -66,17 +85,38 @@ def train(
     experiment: Annotated[str | None, typer.Option("--experiment", help="The MLflow experiment "
                                                    "(default: $MLFLOW_EXPERIMENT_NAME, else the "
                                                    "config file's name).")] = None,
+    devices: Annotated[str | None, typer.Option("--devices", help="Train data parallel on N devices "
+                                                "of each process, or 'all' (sets "
+                                                "train.distribution.devices); without accelerators, N "
+                                                "host devices of the CPU.")] = None,
+    coordinator: Annotated[str | None, typer.Option("--coordinator", help="HOST:PORT of process 0 "
+                                                    "when several processes train together "
+                                                    "(docs/distributed.md).")] = None,
+    num_processes: Annotated[int | None, typer.Option("--num-processes", help="How many processes "
+                                                      "train together.", min=1)] = None,
+    process_id: Annotated[int | None, typer.Option("--process-id", help="This process's number, 0 "
+                                                   "to N-1; process 0 writes the checkpoints and "
+                                                   "the bundle.", min=0)] = None,
+    heartbeat_timeout: Annotated[int, typer.Option("--heartbeat-timeout", help="Seconds after which "
+                                                   "a silent process counts as dead and the others "
+                                                   "stop.", min=1)] = 60,
 ) -> None:
     """Fit preprocessing, train, and write a bundle to OUT.
 
     A checkpoint is written after every epoch beside OUT (.OUT.checkpoint) and removed once
     the bundle is saved; --resume continues from it after an interruption. DATA may be a
     folder of Parquet/CSV files: it is then read in batches and encoded into a cache.
+    Several processes (--coordinator, or SLURM / Kubernetes variables) train one model
+    together; see docs/distributed.md.
     """
     from plait.errors import PlaitError
 
     if track not in (None, "mlflow"):
         raise PlaitError(f"--track: found {track!r}; expected mlflow")
+    from plait import distributed
+
+    cluster = distributed.read_cluster(coordinator, num_processes, process_id, heartbeat_timeout)
+    devices_wanted = distributed.devices_flag(devices)
     from plait.model import Model
     from plait.training import clear
 
@@ -84,8 +124,12 @@ def train(
     if resume and not (checkpoint / "progress.json").is_file() and not quiet:
         print(f"no checkpoint at {checkpoint}; starting from the first epoch", file=sys.stderr)
     model = Model(config, verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
+    model.spec = distributed.from_command_line(model.spec, devices_wanted, cluster)
+    chief = distributed.is_chief()
+    if not chief:
+        model.verbose = 0
     tracker = None
-    if (track or model.spec.train.track) == "mlflow":
+    if chief and (track or model.spec.train.track) == "mlflow":
         from plait.mlflow import Tracker
 
         if quiet:
@@ -98,10 +142,16 @@ def train(
     with tracker or contextlib.nullcontext():
         model.fit(data, validation_data=valid, epochs=epochs, checkpoint=checkpoint, resume=resume,
                   cache_dir=cache, callbacks=[tracker.callback()] if tracker else None)
+        if not chief:
+            print(f"process {cluster.process_id} of {cluster.num_processes}: training done; process 0 "
+                  f"writes the bundle to {out}")
+            return
         model.save(out, report=report)
         if tracker:
             tracker.log_result(model, out, example=data)
     clear(checkpoint)
+    if model.distributed_ and not quiet:
+        print(f"trained {model.distributed_}", file=sys.stderr)
     if not quiet:
         show_data_report(model.data_report_)
         show_metrics(model.metrics_.get("validation", {}), "validation")

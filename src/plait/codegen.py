@@ -47,13 +47,15 @@ def generate(spec: Spec, states: dict[str, Any] | None = None, *, weights: str |
     bundle in the script's docstring. ``model`` is the Keras model plait built from these
     (a fitted model's, or a loaded bundle's); without it, it is built here.
     """
+    from plait.backend import precision
     from plait.graph import build
     from plait.model import placeholder_states
 
     fitted = states is not None
     states = states if fitted else placeholder_states(spec)
     model = model if model is not None else build(spec, states)
-    return _Writer(spec, states, model).script(fitted, weights, source)
+    with precision(spec.train.precision):  # a layer's dtype is written only where it differs from it
+        return _Writer(spec, states, model).script(fitted, weights, source)
 
 
 def generate_for(target: Path, data: Path | None = None) -> str:
@@ -282,6 +284,9 @@ class _Writer:
                  "import keras  # noqa: E402",
                  "from keras import layers  # noqa: E402",
                  *(f"{line}  # noqa: E402" for line in self.imports)]
+        if self.spec.train.precision != "float32":
+            lines += ["", "# train.precision: the layers compute in 16 bits, the outputs in float32.",
+                      f"keras.mixed_precision.set_dtype_policy({_literal(self.spec.train.precision)})"]
         if weights is not None:
             lines += ["", f"WEIGHTS = {_literal(str(weights))}"]
         return lines + self.custom_layers()
@@ -461,9 +466,12 @@ def _required(cls: type, config: dict) -> tuple[list[str], set[str], dict]:
 
 
 def _argument(key: str, value: Any) -> str:
-    """A layer argument's source; a one-element window (kernel, pool, strides) as its number."""
+    """A layer argument's source; a one-element window (kernel, pool, strides) as its number,
+    a dtype policy as its name."""
     if key in WINDOW_KEYS and isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
+    if key == "dtype" and isinstance(value, dict) and value.get("class_name") == "DTypePolicy":
+        value = value["config"]["name"]
     return _literal(value)
 
 

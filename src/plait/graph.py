@@ -13,8 +13,16 @@ OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSpro
 def build(spec: Spec, states: dict[str, Any]) -> Any:
     """One ``keras.Input`` per input, a branch each, the merge nodes, the head, the outputs.
 
-    An ``optional`` input also gets a presence-mask input that multiplies its branch.
+    An ``optional`` input also gets a presence-mask input that multiplies its branch. The
+    layers are made under ``train.precision``'s dtype policy (the outputs stay float32).
     """
+    from plait.backend import precision
+
+    with precision(spec.train.precision):
+        return _build(spec, states)
+
+
+def _build(spec: Spec, states: dict[str, Any]) -> Any:
     import keras
 
     from plait.layers.scaled import scale_inputs

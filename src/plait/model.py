@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -72,15 +73,18 @@ class Model:
         given this Model and the encoded validation parts, to score plait's metrics.
         """
         from plait.backend import use_compilation_cache
+        from plait.distributed import chief_first, is_chief, reserve_devices
 
+        reserve_devices(self.spec.train.distribution)  # before anything starts JAX
         use_compilation_cache()  # before a pretrained encoder compiles, in prepare
         train = self.spec.train
         source = open_source(data, train)
         valid_source = open_source(validation_data, train) if validation_data is not None else None
         run = Run(Path(checkpoint), self.spec, [source, valid_source]) if checkpoint else None
         carried = run.resume() if run and resume else None
-        prepared = prepare(self.spec, source, valid_source, cache_dir, carried["states"] if carried else None)
-        if run and not carried:
+        prepared = chief_first(source.on_disk, lambda: prepare(
+            self.spec, source, valid_source, cache_dir, carried["states"] if carried else None))
+        if run and not carried and is_chief():
             run.start(prepared.states)
         return self._train(prepared, epochs, callbacks, run, carried)
 
@@ -90,15 +94,18 @@ class Model:
         with the same ``preprocessing()`` as this one (``plait tune`` encodes once for many
         trials); otherwise as ``fit``."""
         from plait.backend import use_compilation_cache
+        from plait.distributed import reserve_devices
 
         if prepared.config != self.spec.preprocessing():
             raise PlaitError("these prepared data were fitted and encoded for another preprocessing config")
+        reserve_devices(self.spec.train.distribution)
         use_compilation_cache()
         return self._train(prepared, epochs, callbacks, None, None)
 
     def _train(self, prepared: Prepared, epochs: int | None, callbacks: list[Any] | None,
                run: Run | None, carried: dict | None) -> Model:
         from plait.backend import set_random_seed
+        from plait.distributed import is_chief, plan_for
         from plait.graph import build, compile_model
         from plait.training import Batches
 
@@ -107,19 +114,29 @@ class Model:
         train = self.spec.train
         self.states_ = prepared.states
         set_random_seed(train.seed)
-        self.keras_model_ = compile_model(build(self.spec, self.states_), self.spec)
-        first_epoch = run.restore(self.keras_model_, carried) if carried else 0
-        batches = Batches(prepared.train, train.batch_size, train.seed, epoch=first_epoch)
-        validation = Batches(prepared.valid, train.batch_size, shuffle=False) if prepared.valid else None
-        own, recorder = self._callbacks(batches, validation is not None, run, carried)
-        for callback in callbacks or []:
-            if hasattr(callback, "bind"):
-                callback.bind(self, prepared.valid)
-        self.keras_model_.fit(
-            batches, validation_data=validation, epochs=epochs or train.epochs,
-            initial_epoch=first_epoch, callbacks=own + list(callbacks or []), shuffle=False,
-            verbose=self.verbose,
-        )
+        plan = plan_for(train.distribution, train.batch_size)  # None: one device, as ever
+        with plan.scope() if plan else contextlib.nullcontext():
+            self.keras_model_ = compile_model(build(self.spec, self.states_), self.spec)
+            first_epoch = run.restore(self.keras_model_, carried) if carried else 0
+            batches = Batches(prepared.train, train.batch_size, train.seed, epoch=first_epoch)
+            validation = Batches(prepared.valid, train.batch_size, shuffle=False) if prepared.valid else None
+            if plan:
+                plan.agree(first_epoch, "the epoch to resume from")
+                batches, validation = plan.share(batches), plan.share(validation)
+            own, recorder = self._callbacks(batches, validation is not None, run if is_chief() else None,
+                                            carried)
+            for callback in callbacks or []:
+                if hasattr(callback, "bind"):
+                    callback.bind(self, prepared.valid)
+            self.keras_model_.fit(
+                batches, validation_data=validation, epochs=epochs or train.epochs,
+                initial_epoch=first_epoch, callbacks=own + list(callbacks or []), shuffle=False,
+                verbose=self.verbose,
+            )
+        self.distributed_ = plan.describe() if plan else None
+        if plan:
+            self.keras_model_ = plan.localized(
+                self.keras_model_, lambda: compile_model(build(self.spec, self.states_), self.spec))
         self.history_ = recorder.history
         self.data_report_ = prepared.report
         self.metrics_ = {}
@@ -340,7 +357,7 @@ class Model:
     def load(cls, path: str | Path) -> Model:
         """A trained Model from a bundle directory written by ``Model.save``; every file is
         checked against the manifest and every fitted state validated by its type."""
-        from plait.backend import load_keras_model, use_compilation_cache
+        from plait.backend import load_keras_model, precision, use_compilation_cache
         from plait.graph import compile_model
 
         path = Path(path)
@@ -360,11 +377,14 @@ class Model:
         if contents.attributions is not None:
             model.attributions_ = contents.attributions
         use_compilation_cache()
-        try:
-            keras_model = load_keras_model(contents.keras_file)
-        except (ValueError, OSError, KeyError) as error:
-            raise BundleError(f"{contents.keras_file}: cannot be loaded: {error}") from None
-        model.keras_model_ = compile_model(keras_model, spec)
+        # The layers keep the policies they were saved with; the model's own (which decides
+        # whether compile scales the loss) is the config's, not whatever the caller set.
+        with precision(spec.train.precision):
+            try:
+                keras_model = load_keras_model(contents.keras_file)
+            except (ValueError, OSError, KeyError) as error:
+                raise BundleError(f"{contents.keras_file}: cannot be loaded: {error}") from None
+            model.keras_model_ = compile_model(keras_model, spec)
         return model
 
     def _check_fitted(self) -> None:

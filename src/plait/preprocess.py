@@ -29,13 +29,27 @@ from pydantic import ValidationError
 from plait.data import Table
 from plait.errors import DataError, PlaitError
 from plait.features.base import state_problem
+from plait.memory import (
+    MEGABYTE,
+    MIN_FIT_ROWS,
+    MIN_PART_ROWS,
+    PROBE_ROWS,
+    RowCost,
+    cached_row_cost,
+    release_memory,
+    row_cost,
+    sized,
+    smaller,
+    traced,
+)
 from plait.parts import Part, StoredPart, read_json, write_json, write_part
 from plait.sources import Source, default_cache_dir
-from plait.spec import Spec
+from plait.spec import Spec, Train
 from plait.targets.base import Target
 
 States = dict[str, Any]
 """Each input's and output's fitted state, by name."""
+SIZING_KEYS = ("part_rows", "fit_rows", "memory_mb")
 
 
 @dataclass
@@ -248,13 +262,19 @@ def prepare(spec: Spec, source: Source, valid_source: Source | None,
                         f"training data {source.name} is streamed from disk")
     cache = Path(cache_dir or train.cache_dir or default_cache_dir())
     key = {"data": source.identity(), "valid": valid_source.identity() if valid_source else None,
-           "encoding": spec.preprocessing(),
-           "seed": train.seed, "split": split, "part_rows": train.part_rows, "fit_rows": train.fit_rows}
+           "encoding": encoding_config(spec), "seed": train.seed, "split": split}
+    train, budget = sized(spec, lambda: cached_row_cost(cache / f"cost-{digest(key)}.json",
+                                                        lambda: probed_row_cost(spec, source)))
+    train = cached_sizes(spec, cache, key, train, None if states is None else dump_states(states))
+    key.update(part_rows=train.part_rows, fit_rows=train.fit_rows)
+    source = source.with_rows(train.part_rows)
+    valid_source = valid_source.with_rows(train.part_rows) if valid_source else None
     if states is None:
         path = cache / f"states-{digest(key)}.json"
         states = cached_states(spec, path,
                                lambda: fit_states(spec, sample(spec, source, split, train.fit_rows)))
-    folder = cache / f"encoded-{digest({**key, 'states': dump_states(states)})}"
+        release_memory()  # the sample and what fitting it took
+    folder = encoded_folder(cache, key, dump_states(states))
     if not (folder / "meta.json").is_file():
         stored = encode_parts(spec, states, source, valid_source, split, StoredParts(folder))
         write_json(folder / "meta.json", {"parts": stored.report["parts"], "report": stored.report})
@@ -262,7 +282,48 @@ def prepare(spec: Spec, source: Source, valid_source: Source | None,
     parts = {kind: [StoredPart(folder / kind / name, rows, weighted)
                     for name, rows, weighted in meta["parts"][kind]] for kind in ("train", "valid")}
     report = {key: value for key, value in meta["report"].items() if key != "parts"}
+    report["memory"] = {"budget_mb": None if budget is None else round(budget / MEGABYTE, 1),
+                        "part_rows": train.part_rows, "fit_rows": train.fit_rows}
+    release_memory()  # what fitting and encoding freed, before training compiles the model
     return Prepared(states, parts["train"], parts["valid"], report, spec.preprocessing())
+
+
+def cached_sizes(spec: Spec, cache: Path, key: dict, train: Train, states: dict | None) -> Train:
+    """``train``; or, when its sizes come from the memory budget (which moves with the memory
+    available) and the cache holds no parts of them, the largest smaller sizes it holds parts
+    of for the same data and config (encoded with ``states``, as JSON, when they are given):
+    smaller sizes fit the budget too."""
+    derived = {"part_rows", "fit_rows"} - spec.train.model_fields_set
+
+    def candidates(name: str, least: int) -> list[int]:
+        value = getattr(train, name)
+        return [value, *smaller(value, least)] if name in derived else [value]
+
+    if not derived:
+        return train
+    for part_rows in candidates("part_rows", MIN_PART_ROWS):
+        for fit_rows in candidates("fit_rows", MIN_FIT_ROWS):
+            sized_key = {**key, "part_rows": part_rows, "fit_rows": fit_rows}
+            fitted = cache / f"states-{digest(sized_key)}.json"
+            if states is None and not fitted.is_file():
+                continue
+            known = states if states is not None else read_json(fitted)
+            if (encoded_folder(cache, sized_key, known) / "meta.json").is_file():
+                return train.model_copy(update={"part_rows": part_rows, "fit_rows": fit_rows})
+    return train
+
+
+def encoded_folder(cache: Path, key: dict, states: dict) -> Path:
+    """Where the parts encoded for ``key`` with these states (as JSON) are cached."""
+    return cache / f"encoded-{digest({**key, 'states': states})}"
+
+
+def encoding_config(spec: Spec) -> dict:
+    """``spec.preprocessing()`` without the keys that only size the run (the sizes themselves
+    are part of a cache's key): runs whose budgets give the same sizes share a cache."""
+    config = spec.preprocessing()
+    config["train"] = {key: value for key, value in config["train"].items() if key not in SIZING_KEYS}
+    return config
 
 
 def digest(value: Any) -> str:
@@ -363,3 +424,21 @@ def encode_parts(spec: Spec, states: States, source: Source, valid_source: Sourc
         store.abort()
         raise
     return Prepared(states, store.parts["train"], store.parts["valid"], {**report, "parts": listed})
+
+
+def probed_row_cost(spec: Spec, source: Source) -> RowCost | None:
+    """What a row of ``source`` costs to hold, fit and encode (``plait.memory.row_cost``),
+    measured on its first ``PROBE_ROWS`` rows."""
+    first = next(iter(source.with_rows(PROBE_ROWS).batches(needed_columns(spec))), None)
+    return row_cost(first[2] if first else None, lambda table: phase_costs(spec, table))
+
+
+def phase_costs(spec: Spec, table: Table) -> tuple[float, float, float]:
+    """Bytes of the encoded arrays of ``table``, and the peaks of fitting and of encoding it."""
+    with traced() as fitting:
+        states = fit_states(spec, table)
+    with traced() as encoding:
+        arrays = training_arrays(spec, states, table)
+    groups = (arrays.x, arrays.y, arrays.weights, arrays.present)
+    encoded = sum(values.nbytes for group in groups for values in group.values())
+    return float(encoded), float(fitting.peak), float(encoding.peak)

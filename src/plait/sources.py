@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from plait.data import Table, file_ending, ragged_row, read_table
 from plait.errors import DataError
+from plait.memory import READ_ROWS, release_memory
 from plait.spec import Train
 
 STREAMABLE = (".parquet", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
@@ -124,12 +125,17 @@ class FileSource(Source):
         """Each file's path, size and change time: what decides whether a cache still holds."""
         return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in self.files]
 
+    def with_rows(self, rows: int) -> FileSource:
+        """The same files, read in batches of ``rows`` rows."""
+        return FileSource(self.path, rows)
+
     def batches(self, columns: list[str]) -> Iterator[tuple[int, int, Table]]:
         """(file index, batch index, batch) for every batch of every file, in order."""
         for file_index, path in enumerate(self.files):
             for batch_index, (first, table) in enumerate(self._file_batches(path, columns)):
                 origin = np.arange(first, first + table.num_rows, dtype=np.int64)
                 yield file_index, batch_index, Table(table, str(path), path.resolve().parent, origin)
+                release_memory()  # what reading and encoding the batch freed, before the next
 
     def row_counts(self, columns: list[str]) -> list[int]:
         """Rows per file: from Parquet's metadata; for CSV by a pass that converts only the
@@ -146,7 +152,7 @@ class FileSource(Source):
         if file_ending(path) == ".parquet":
             parquet = _parquet(path)
             wanted = [c for c in columns if c in parquet.schema_arrow.names]
-            batches = parquet.iter_batches(batch_size=self.rows, columns=wanted)
+            batches = parquet.iter_batches(batch_size=min(self.rows, READ_ROWS), columns=wanted)
         else:
             batches = _csv_batches(path, columns)
         first = 0

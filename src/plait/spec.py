@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from plait.distributed import Distribution
 from plait.encoders import SEQUENCE_ENCODERS
 from plait.errors import ConfigError
 from plait.merges import Concat, Merge
@@ -67,6 +68,7 @@ class Train(Strict):
     ``stream: auto`` that happens for a folder of files and for a file over
     ``stream_above_mb`` megabytes. A streamed run fits preprocessing on a uniform sample of
     ``fit_rows`` training rows, and its validation split is random rather than stratified.
+    Unless the config gives them, ``part_rows`` and ``fit_rows`` are sized to ``memory_mb``.
     """
 
     epochs: int = Field(default=10, gt=0, le=100000)
@@ -80,12 +82,23 @@ class Train(Strict):
     stream_above_mb: float = Field(default=512.0, gt=0.0)
     part_rows: int = Field(default=65_536, gt=0)
     fit_rows: int = Field(default=200_000, gt=0)
+    memory_mb: float | None = Field(default=None, gt=0)
+    """What a streamed run's data may take (``plait.memory``): ``part_rows`` and ``fit_rows``
+    that the config leaves out are sized to it, up to their defaults. None: half of the memory
+    available when the run starts (the lesser of ``MemAvailable`` and the cgroup's room)."""
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    """Keras's dtype policy while the model is built and trained: ``mixed_*`` computes in 16
+    bits and keeps the weights and the outputs in float32 (``mixed_float16`` scales the loss)."""
     cache_dir: str | None = None
     track: Literal["mlflow"] | None = None
     """Log the run to MLflow (``plait.mlflow``), as ``plait train --track mlflow`` does."""
+    distribution: Distribution | None = None
+    """Devices to train on, and large embedding tables split across them
+    (``plait.distributed``); ``plait train --devices`` sets ``devices``."""
 
     model_keys: ClassVar[frozenset[str]] = frozenset(
-        {"epochs", "batch_size", "learning_rate", "optimizer", "early_stopping", "track"})
+        {"epochs", "batch_size", "learning_rate", "optimizer", "early_stopping", "track", "precision",
+         "distribution"})
     """Keys that change training but not the fitted preprocessing or the encoded data."""
 
     @field_validator("early_stopping", mode="before")

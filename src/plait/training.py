@@ -149,8 +149,11 @@ class Checkpoint(keras.callbacks.Callback):
 
 
 def save_weights(model: Any, path: Path) -> None:
+    from plait.distributed import outside_distribution
+
     partial = path.with_name(f".partial-{os.getpid()}-{path.name}")
-    model.save_weights(partial, overwrite=True)
+    with outside_distribution():  # process 0 saves alone; see outside_distribution
+        model.save_weights(partial, overwrite=True)
     partial.replace(path)
 
 

@@ -104,7 +104,9 @@ class OutputType(Strict):
             x = layers.Dense(units, activation=self.activation, name=f"{self.name}_dense_{index}")(x)
             if self.dropout:
                 x = layers.Dropout(self.dropout, name=f"{self.name}_dropout_{index}")(x)
-        return layers.Dense(self.units(state), activation=self.output_activation(), name=self.name)(x)
+        # float32 under a mixed precision policy too: probabilities near 0 and 1, and losses, need it
+        return layers.Dense(self.units(state), activation=self.output_activation(), name=self.name,
+                            dtype="float32")(x)
 
     def output_activation(self) -> str:
         raise NotImplementedError
