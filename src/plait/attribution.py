@@ -41,6 +41,7 @@ make ``gap`` smaller where the model's answer turns sharply along the path."""
 BATCH = 1024
 """Interpolated rows per gradient call."""
 
+
 class Attributor:
     """Integrated gradients for a fitted ``plait.Model``; build once, call ``explain`` per
     batch of encoded rows."""
@@ -58,6 +59,7 @@ class Attributor:
             if layer.weights and layer.name in by_name:
                 layer.set_weights(by_name[layer.name].get_weights())
         self.scaled = {name: scale.name for name, scale in scales.items()}
+        self.moved = {spec.name: moved for spec in self.spec.inputs if (moved := self.moving(spec))}
         nodes, weights = np.polynomial.legendre.leggauss(steps)
         self.alphas, self.weights = (nodes + 1.0) / 2.0, weights / 2.0
         self.steps = steps
@@ -74,31 +76,35 @@ class Attributor:
         """Per row of the encoded inputs ``x`` (from ``table``), for every output, the shares
         of each input in each explained unit (see ``plait.attribution``)."""
         rows = len(row_ids)
+        row_tables = [table.take(np.array([row])) for row in range(rows)]
         ends, starts = self.endpoints(x)
         at_row, at_base = self.outputs(ends), self.outputs(starts)
         result = [{"row": row_id, "outputs": {}} for row_id in row_ids]
         for out in self.spec.outputs:
             state = self.states[out.name]
             units = [out.explained_units(at_row[out.name][r], state) for r in range(rows)]
-            scale = out.explained_values(np.ones((1, at_row[out.name].shape[1])), state)[0] - \
-                out.explained_values(np.zeros((1, at_row[out.name].shape[1])), state)[0]
+            width = at_row[out.name].shape[1]
+            # explained_values is linear: its slope turns shares of the raw output into target units
+            scale = out.explained_values(np.ones((1, width)), state)[0] - \
+                out.explained_values(np.zeros((1, width)), state)[0]
             value = out.explained_values(at_row[out.name], state)
             baseline = out.explained_values(at_base[out.name], state)
             for slot in range(max(len(chosen) for chosen in units)):
                 picked = [chosen[slot] if slot < len(chosen) else None for chosen in units]
-                shares = self.shares(x, ends, starts, out.name, [None if p is None else p[0] for p in picked],
-                                     at_row[out.name].shape[1])
+                shares = self.shares(ends, starts, out.name, [None if p is None else p[0] for p in picked],
+                                     width)
                 for r, chosen in enumerate(picked):
                     if chosen is None:
                         continue
                     index, label = chosen
                     inputs = {name: share[r] * scale[index] for name, share in shares.items()}
                     result[r]["outputs"].setdefault(out.name, []).append(
-                        self.described(index, label, value[r], baseline[r], inputs, x, table, r))
+                        self.described(index, label, value[r], baseline[r], inputs, x, row_tables[r], r))
         return result
 
     def described(self, index: int, label: str, value: np.ndarray, baseline: np.ndarray,
-                  shares: dict[str, np.ndarray], x: dict[str, np.ndarray], table: Table, row: int) -> dict:
+                  shares: dict[str, np.ndarray], x: dict[str, np.ndarray], row_table: Table,
+                  row: int) -> dict:
         inputs = {}
         for spec in self.spec.inputs:
             if spec.name not in shares:
@@ -106,8 +112,7 @@ class Attributor:
                 continue
             share = shares[spec.name]
             entry = {"total": float(share.sum())}
-            units = spec.attributed(share, x[spec.name][row], table.take(np.array([row])),
-                                    self.states[spec.name])
+            units = spec.attributed(share, x[spec.name][row], row_table, self.states[spec.name])
             inputs[spec.name] = {**entry, **(units or {})}
         change = float(value[index] - baseline[index])
         total = sum(entry["total"] for entry in inputs.values() if entry["total"] is not None)
@@ -118,7 +123,7 @@ class Attributor:
         """The network's inputs at the rows and at their baselines."""
         ends, starts = dict(x), dict(x)
         for spec in self.spec.inputs:
-            moving = self.moving(spec)
+            moving = self.moved.get(spec.name)
             if moving is None:
                 continue
             if moving == spec.name:
@@ -128,8 +133,6 @@ class Attributor:
                 shape = tuple(self.network.get_layer(moving).output.shape[1:])
                 ends[moving] = np.ones((len(x[spec.name]), *shape), np.float32)
                 starts[moving] = spec.attribution_scale_start(x[spec.name], shape)
-        for name in self.scaled.values():
-            starts.setdefault(name, ends[name])
         return ends, starts
 
     def outputs(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -138,11 +141,11 @@ class Attributor:
             raw = {self.spec.outputs[0].name: raw}
         return {name: np.asarray(values, np.float64) for name, values in raw.items()}
 
-    def shares(self, x: dict[str, np.ndarray], ends: dict[str, np.ndarray], starts: dict[str, np.ndarray],
-               output: str, units: list[int | None], width: int) -> dict[str, np.ndarray]:
+    def shares(self, ends: dict[str, np.ndarray], starts: dict[str, np.ndarray], output: str,
+               units: list[int | None], width: int) -> dict[str, np.ndarray]:
         """Each moving input's integrated gradient of output unit ``units[r]`` in row ``r``
         (rows with None: zero), by input name, shaped as the moved values."""
-        moving = {spec.name: self.moving(spec) for spec in self.spec.inputs if self.moving(spec)}
+        moving = self.moved
         rows, steps = len(units), self.steps
         pick = np.zeros((rows, width), np.float32)
         for r, unit in enumerate(units):

@@ -61,10 +61,12 @@ def request_table(spec: Any, records: list[dict]) -> Table:
 
 @dataclass
 class Batch:
-    """Model-ready arrays for some records, and which records the input policies kept."""
+    """Model-ready arrays for some records, which records the input policies kept, and the
+    table the records became (for explanations, which read the words as sent)."""
 
     arrays: dict[str, np.ndarray]
     kept: np.ndarray
+    table: Table | None = None
 
     @property
     def rows(self) -> int:
@@ -120,10 +122,11 @@ class Predictor:
         if not records:
             return Batch({}, np.ones(0, bool))
         try:
-            encoded = encode_inputs(self.spec, self.states, request_table(self.spec, records))
+            table = request_table(self.spec, records)
+            encoded = encode_inputs(self.spec, self.states, table)
         except DataError as error:
             raise located(error) from None
-        return Batch(encoded.inputs, encoded.kept)
+        return Batch(encoded.inputs, encoded.kept, table)
 
     def run(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The model's raw outputs, in chunks of at most ``max_batch`` rows, each padded to
@@ -168,21 +171,23 @@ class Predictor:
             return self.decode(self.empty_outputs(), batch.kept)
         return self.decode(self.run(batch.arrays), batch.kept)
 
-    def explain(self, records: list[Any]) -> list[dict | None]:
-        """Per record, what drove each output's prediction (``plait.attribution``: the
-        ``outputs`` of one explained row); None for a record the input policies skip. The
-        gradient program is built on the first call."""
+    def explain(self, records: list[Any]) -> tuple[dict[str, list[Any]], list[dict | None]]:
+        """The columns ``predict`` gives for these records, and per record what drove each
+        output's prediction (``plait.attribution``: the ``outputs`` of one explained row; None
+        for a record the input policies skip), the records encoded once. The gradient program
+        is built on the first call."""
         batch = self.encode(records)
         if not batch.rows:
-            return []
+            return self.decode(self.empty_outputs(), batch.kept), []
+        predictions = self.decode(self.run(batch.arrays), batch.kept)
         with self._explaining:
             if self._attributor is None:
                 from plait.attribution import Attributor
 
                 self._attributor = Attributor(self.model)
-            table = request_table(self.spec, records)
-            found = self._attributor.explain(batch.arrays, table, list(range(batch.rows)))
-        return [entry["outputs"] if keep else None for entry, keep in zip(found, batch.kept, strict=True)]
+            found = self._attributor.explain(batch.arrays, batch.table, list(range(batch.rows)))
+        return predictions, [entry["outputs"] if keep else None
+                             for entry, keep in zip(found, batch.kept, strict=True)]
 
     def empty_outputs(self) -> dict[str, np.ndarray]:
         """Raw outputs for no records, without calling the model."""

@@ -226,6 +226,12 @@ def step_bars(units: list[list[Any]], title: str) -> bytes:
     return _png(figure)
 
 
+def attribution_plot(row: Any, output: str, number: int, name: str) -> str:
+    """The file name of input ``name``'s plot for the ``number``-th explained unit of
+    ``output`` in row ``row``, as ``attribution_plots`` names it."""
+    return f"attribution_{row}_{output}_{number}_{name}.png"
+
+
 def attribution_plots(result: dict) -> dict[str, bytes]:
     """For ``attributions.json``: a heat map per image and bars per sequence, per explained
     row and unit, named ``attribution_<row>_<output>_<unit number>_<input>.png``."""
@@ -236,7 +242,7 @@ def attribution_plots(result: dict) -> dict[str, bytes]:
                 for name, entry in unit["inputs"].items():
                     if not any(share for _, share in entry.get("units", [])):
                         continue  # an input that does not reach this output: nothing to draw
-                    key = f"attribution_{row['row']}_{output}_{number}_{name}.png"
+                    key = attribution_plot(row["row"], output, number, name)
                     title = f"row {row['row']}, {output} ({unit['unit']}): {name}"
                     if entry.get("kind") == "regions":
                         images[key] = region_heat_map(entry["picture"], entry["grid"], title)

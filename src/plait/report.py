@@ -175,7 +175,7 @@ def _attributions_section(result: dict | None, images: dict[str, bytes]) -> str:
                              f"{_number(unit['baseline'])}, gap {unit['gap']:.2g}</span></h3>")
                 cells = []
                 for name, entry in unit["inputs"].items():
-                    key = f"attribution_{row['row']}_{output}_{number}_{name}.png"
+                    key = plots.attribution_plot(row["row"], output, number, name)
                     shown = (_figure(images[key], f"{name}: {entry['kind']}") if key in images
                              else _highlighted(entry.get("units", [])))
                     total = "held" if entry["total"] is None else _number(entry["total"])

@@ -441,8 +441,7 @@ def create_app(settings: Settings, model: Any = None) -> FastAPI:
             raise RequestError(422, f"found {len(records)} records with explain=true; expected at most "
                                f"{MAX_EXPLAINED} (each takes {STEPS} gradient passes)")
         try:
-            predictions = await run_in_threadpool(predictor.predict, records)
-            explanations = await run_in_threadpool(predictor.explain, records)
+            predictions, explanations = await run_in_threadpool(predictor.explain, records)
         except RecordError as error:
             raise RequestError(422, str(error), error.record, error.field) from None
         stats.requests += 1
