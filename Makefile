@@ -27,9 +27,8 @@ demo: $(VENV)/.core
 	$(BIN)/plait evaluate $(RUN)/reviews --data $(RUN)/reviews-data/test.parquet \
 		--out $(RUN)/reviews-test-metrics.json
 
-# Two workers, each test file on one of them (its module fixtures trained once).
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q
 
 # make bench: the benchmarks (table printed, figures in benchmarks/results.json); QUICK=1 for a short run.
 bench: $(VENV)/.test
