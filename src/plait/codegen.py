@@ -26,7 +26,7 @@ from plait.errors import PlaitError
 from plait.layers import is_custom
 from plait.spec import Spec
 
-RESERVED = {"keras", "layers", "model", "os", "WEIGHTS"}
+RESERVED = {"keras", "layers", "model", "os", "WEIGHTS", "build_member"}
 WIDTH = 99
 SKIPPED_KEYS = {"name", "build_config", "compile_config"}
 ALWAYS_SHOWN = {"pool_size"}  # a reader should not have to know the pooling layers' default
@@ -48,14 +48,14 @@ def generate(spec: Spec, states: dict[str, Any] | None = None, *, weights: str |
     (a fitted model's, or a loaded bundle's); without it, it is built here.
     """
     from plait.backend import precision
-    from plait.graph import build
+    from plait.graph import build, members
     from plait.model import placeholder_states
 
     fitted = states is not None
     states = states if fitted else placeholder_states(spec)
     model = model if model is not None else build(spec, states)
     with precision(spec.train.precision):  # a layer's dtype is written only where it differs from it
-        return _Writer(spec, states, model).script(fitted, weights, source)
+        return _Writer(spec, states, members(model)[0]).script(fitted, weights, source)
 
 
 def generate_for(target: Path, data: Path | None = None) -> str:
@@ -96,6 +96,7 @@ class _Writer:
     fitted: bool = False
     written: dict[str, str] = field(default_factory=dict)  # layer name -> the call its encoder writes
     imports: list[str] = field(default_factory=list)  # modules those calls need
+    width: int = WIDTH  # of a line, less the indent of an ensemble's member function
 
     def script(self, fitted: bool, weights: str | Path | None, source: str | None) -> str:
         self.fitted = fitted
@@ -104,8 +105,14 @@ class _Writer:
         self.last_use = self.uses(order)
         for name in self.public_names():
             self.claimed.add(_identifier(name))
+        if self.spec.train.ensemble > 1:
+            self.width = WIDTH - 4
         body = [line for owner_layers in order for line in self.section(*owner_layers)]
-        return "\n".join(self.header(fitted, weights, source) + body + self.footer(weights)) + "\n"
+        if self.spec.train.ensemble > 1:
+            body = self.member_function(body) + self.ensemble_footer(weights)
+        else:
+            body += self.footer(weights)
+        return "\n".join(self.header(fitted, weights, source) + body) + "\n"
 
     def encoders_code(self) -> None:
         """The layer calls that inputs' encoders write themselves (a fine-tuned pretrained
@@ -180,7 +187,7 @@ class _Writer:
             argument = written.get(form, inputs[0])
             variable = self.assign(layer, kind, owner, tensors)
             call = self.written.get(layer.name) or _layer_call(layer)
-            lines += _wrap(f"{variable} = ", call, argument, form == "list")
+            lines += _wrap(f"{variable} = ", call, argument, form == "list", self.width)
         return lines
 
     def title(self, kind: str, owner: str) -> str:
@@ -314,12 +321,7 @@ class _Writer:
         return lines + [""]
 
     def footer(self, weights: str | Path | None) -> list[str]:
-        inputs = {name: self.names[id(self.model.input[name])] for name in self._input_names()}
-        outputs = {out.name: self.names[id(self.model.output[out.name])] for out in self.spec.outputs}
-        lines = ["", "model = keras.Model("]
-        lines += _mapping_lines("    inputs=", inputs)
-        lines += _mapping_lines("    outputs=", outputs)
-        lines += [f"    name={_literal(self.model.name)},", ")"]
+        lines = self.model_lines(_literal(self.model.name))
         if weights is not None:
             lines += ["", "# The trained weights saved by `plait train`; the layers above match them "
                       "one to one.", "model.load_weights(WEIGHTS)"]
@@ -328,8 +330,50 @@ class _Writer:
         lines += ["", "# Train on encoded arrays as plait does: x maps each input name above to its "
                   "array,", "# y each output name to its encoded targets.",
                   f"# model.fit(x, y, epochs={train.epochs}, batch_size={train.batch_size})"]
-        lines += ["", 'if __name__ == "__main__":', "    model.summary()"]
-        return lines
+        return lines + self.main_lines()
+
+    def model_lines(self, name: str) -> list[str]:
+        inputs = {name: self.names[id(self.model.input[name])] for name in self._input_names()}
+        outputs = {out.name: self.names[id(self.model.output[out.name])] for out in self.spec.outputs}
+        lines = ["", "model = keras.Model("]
+        lines += _mapping_lines("    inputs=", inputs, self.width)
+        lines += _mapping_lines("    outputs=", outputs, self.width)
+        return lines + [f"    name={name},", ")"]
+
+    @staticmethod
+    def main_lines() -> list[str]:
+        return ["", 'if __name__ == "__main__":', "    model.summary()"]
+
+    def member_function(self, body: list[str]) -> list[str]:
+        """An ensemble's network as a function that builds one member."""
+        inner = "\n".join(body + self.model_lines("name")).splitlines()
+        return ["", "", "def build_member(name: str) -> keras.Model:",
+                '    """One network of the ensemble: plait trains each on its own."""',
+                *(f"    {line}" if line else "" for line in inner[1:]), "    return model"]
+
+    def ensemble_footer(self, weights: str | Path | None) -> list[str]:
+        train = self.spec.train
+        lines = ["", "", f"# train.ensemble: {train.ensemble} members, each trained on its own; "
+                 "the model averages their outputs.",
+                 f'members = [build_member(f"member_{{index}}") for index in range({train.ensemble})]',
+                 "inputs = {", "    name: keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype, name=name)",
+                 "    for name, tensor in members[0].input.items()", "}",
+                 "results = [member(inputs) for member in members]", "outputs = {",
+                 '    name: layers.Average(name=f"{name}_average", dtype="float32")(',
+                 "        [result[name] for result in results])", "    for name in members[0].output", "}",
+                 'model = keras.Model(inputs=inputs, outputs=outputs, name="plait")']
+        if weights is not None:
+            lines += ["", "# The trained weights saved by `plait train`; the members above match them "
+                      "one to one.", "model.load_weights(WEIGHTS)"]
+        compiled = self.optimizer_lines("member") + self.compile_lines("member")
+        lines += ["", "# Each member is compiled and trained on its own, as plait does: seeded with "
+                  "train.seed plus", "# its number (its batch order too). x maps each input name above "
+                  "to its array, y each", "# output name to its encoded targets.",
+                  "for index, member in enumerate(members):",
+                  *(f"    {line}" if line else "" for line in compiled),
+                  f"    # keras.utils.set_random_seed({train.seed} + index)",
+                  f"    # member.fit(x, y, epochs={train.epochs}, batch_size={train.batch_size})"]
+        return lines + self.main_lines()
 
     def _input_names(self) -> list[str]:
         names = []
@@ -337,7 +381,7 @@ class _Writer:
             names += [s.name] + ([s.mask_name] if s.optional else [])
         return names
 
-    def optimizer_lines(self) -> list[str]:
+    def optimizer_lines(self, model: str = "model") -> list[str]:
         """The optimizer, made before ``compile`` when layers learn at rates of their own."""
         from plait.graph import OPTIMIZERS, layer_rates
 
@@ -350,10 +394,10 @@ class _Writer:
                  f"optimizer = {base}WithLayerRates(learning_rate={rate!r})"]
         for name, own in rates.items():
             lines += ["optimizer.scale_learning_rate(",
-                      f"    model.get_layer({_literal(name)}).trainable_variables, {own!r} / {rate!r})"]
+                      f"    {model}.get_layer({_literal(name)}).trainable_variables, {own!r} / {rate!r})"]
         return lines + [""]
 
-    def compile_lines(self) -> list[str]:
+    def compile_lines(self, model: str = "model") -> list[str]:
         from plait.graph import OPTIMIZERS, layer_rates
 
         train = self.spec.train
@@ -364,9 +408,9 @@ class _Writer:
         weights = {out.name: repr(float(out.weight)) for out in self.spec.outputs}
         metrics = {out.name: [_object(metric, "metrics") for metric in out.keras_metrics()]
                    for out in self.spec.outputs}
-        lines = ["model.compile(", f"    optimizer={optimizer},"]
+        lines = [f"{model}.compile(", f"    optimizer={optimizer},"]
         for key, value in (("loss", losses), ("loss_weights", weights), ("metrics", metrics)):
-            lines += _mapping_lines(f"    {key}=", value)
+            lines += _mapping_lines(f"    {key}=", value, self.width)
         return lines + [")"]
 
 
@@ -507,7 +551,7 @@ def _mapping_literal(value: dict) -> str:
     return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
 
 
-def _mapping_lines(prefix: str, value: dict[str, str | list[str]]) -> list[str]:
+def _mapping_lines(prefix: str, value: dict[str, str | list[str]], width: int = WIDTH) -> list[str]:
     """``prefix{key: value, ...},`` for values that are already source text (a list: its
     items' source): one line, or one entry a line, or one list item a line, as width allows."""
     def written(item: str | list[str]) -> str:
@@ -515,12 +559,12 @@ def _mapping_lines(prefix: str, value: dict[str, str | list[str]]) -> list[str]:
 
     entries = [f"{_literal(k)}: {written(v)}" for k, v in value.items()]
     line = prefix + "{" + ", ".join(entries) + "},"
-    if len(line) <= WIDTH:
+    if len(line) <= width:
         return [line]
     indent = " " * (len(prefix) - len(prefix.lstrip()) + 4)
     lines = [prefix + "{"]
     for (key, item), entry in zip(value.items(), entries, strict=True):
-        if len(f"{indent}{entry},") <= WIDTH or not isinstance(item, list):
+        if len(f"{indent}{entry},") <= width or not isinstance(item, list):
             lines.append(f"{indent}{entry},")
         else:
             lines += [f"{indent}{_literal(key)}: [", *(f"{indent}    {part}," for part in item),
@@ -541,14 +585,14 @@ def _identifier(name: str) -> str:
     return f"{name}_" if keyword.iskeyword(name) or name in RESERVED else name
 
 
-def _wrap(prefix: str, call: str, argument: str, listed: bool) -> list[str]:
+def _wrap(prefix: str, call: str, argument: str, listed: bool, width: int = WIDTH) -> list[str]:
     """``prefix call(argument)`` on one line; when too long, a list of tensors goes on its own
     line, and a layer's arguments go on theirs: the layer, then what it is applied to."""
     line = f"{prefix}{call}({argument})"
-    if len(line) <= WIDTH:
+    if len(line) <= width:
         return [line]
     after_call = [f"{prefix}{call}(", f"    {argument}", ")"]
     opening = call.index("(")
     inside_call = [prefix + call[:opening + 1], f"    {call[opening + 1:-1]}", f")({argument})"]
     preferred, other = (after_call, inside_call) if listed else (inside_call, after_call)
-    return preferred if max(map(len, preferred)) <= WIDTH or max(map(len, other)) > WIDTH else other
+    return preferred if max(map(len, preferred)) <= width or max(map(len, other)) > width else other

@@ -85,23 +85,27 @@ def gate_weights(model: Any, x: dict[str, np.ndarray]) -> dict[str, dict[str, fl
     """
     import keras
 
+    from plait.graph import members
     from plait.merges import Gated
 
-    keras_model = model.keras_model
-    found = {layer.name for layer in keras_model.layers}
+    networks = members(model.keras_model)
+    found = {layer.name for layer in networks[0].layers}
     gated = [node for node in model.spec.merge_nodes
              if isinstance(node, Gated) and node.gate_layer in found]
     if not gated:
         return {}
-    # one model for every gate, so the shared branches run once per batch
-    probe = keras.Model(keras_model.input, {node.name: keras_model.get_layer(node.gate_layer).output
+    means: dict[str, list[np.ndarray]] = {node.name: [] for node in gated}
+    for network in networks:  # an ensemble's members each have their gates: their mean is reported
+        # one model for every gate, so the shared branches run once per batch
+        probe = keras.Model(network.input, {node.name: network.get_layer(node.gate_layer).output
                                             for node in gated})
-    weights = probe.predict({name: x[name] for name in keras_model.input}, verbose=0,
-                            batch_size=model.spec.train.batch_size)
+        weights = probe.predict({name: x[name] for name in network.input}, verbose=0,
+                                batch_size=model.spec.train.batch_size)
+        for node in gated:
+            means[node.name].append(weights[node.name].mean(axis=0))
     return {node.name: {source: float(mean) for source, mean in
-                        zip(model.spec.node_sources(node), weights[node.name].mean(axis=0), strict=True)}
+                        zip(model.spec.node_sources(node), np.mean(means[node.name], axis=0), strict=True)}
             for node in gated}
-
 
 
 class Scorer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from plait.errors import ConfigError
@@ -15,14 +16,60 @@ def build(spec: Spec, states: dict[str, Any]) -> Any:
 
     An ``optional`` input also gets a presence-mask input that multiplies its branch. The
     layers are made under ``train.precision``'s dtype policy (the outputs stay float32).
+    With ``train.ensemble`` above 1, that many such networks (``member_0``, ``member_1``, ...)
+    are fed the same inputs and each output is their average (see ``ensemble``).
     """
+    if spec.train.ensemble == 1:
+        return build_member(spec, states, None)
+    return ensemble([build_member(spec, states, index) for index in range(spec.train.ensemble)])
+
+
+def build_member(spec: Spec, states: dict[str, Any], index: int | None) -> Any:
+    """The network alone: the whole model (``index`` None), or member ``index`` of an ensemble."""
     from plait.backend import precision
 
     with precision(spec.train.precision):
-        return _build(spec, states)
+        return _build(spec, states, "plait" if index is None else member_name(index))
 
 
-def _build(spec: Spec, states: dict[str, Any]) -> Any:
+def member_name(index: int) -> str:
+    return f"member_{index}"
+
+
+def ensemble(networks: list[Any]) -> Any:
+    """One model that feeds every network the same inputs and averages each output
+    (probabilities or values) over them, in float32.
+
+    >>> import keras
+    >>> def network(name, bias):
+    ...     x = keras.Input(shape=(1,), name="x")
+    ...     dense = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer=
+    ...                                keras.initializers.Constant(bias), name="y_dense")
+    ...     return keras.Model({"x": x}, {"y": dense(x)}, name=name)
+    >>> both = ensemble([network("member_0", 1.0), network("member_1", 3.0)])
+    >>> both.predict({"x": keras.ops.zeros((1, 1))}, verbose=0)["y"].tolist()
+    [[2.0]]
+    >>> [network.name for network in members(both)]
+    ['member_0', 'member_1']
+    """
+    import keras
+
+    first = networks[0]
+    inputs = {name: keras.Input(shape=tuple(tensor.shape[1:]), dtype=tensor.dtype, name=name)
+              for name, tensor in first.input.items()}
+    results = [network(inputs) for network in networks]
+    outputs = {name: keras.layers.Average(name=f"{name}_average", dtype="float32")(
+        [result[name] for result in results]) for name in first.output}
+    return keras.Model(inputs=inputs, outputs=outputs, name="plait")
+
+
+def members(model: Any) -> list[Any]:
+    """The networks an ensemble averages, in order; a single network alone."""
+    found = [layer for layer in model.layers if re.fullmatch(r"member_\d+", layer.name)]
+    return sorted(found, key=lambda layer: int(layer.name.split("_")[1])) or [model]
+
+
+def _build(spec: Spec, states: dict[str, Any], model_name: str) -> Any:
     import keras
 
     from plait.layers.scaled import scale_inputs
@@ -54,7 +101,7 @@ def _build(spec: Spec, states: dict[str, Any]) -> Any:
             x = trunk
         outputs[out.name] = out.head(x, states[out.name])
     try:
-        return keras.Model(inputs=inputs, outputs=outputs, name="plait")
+        return keras.Model(inputs=inputs, outputs=outputs, name=model_name)
     except ValueError as error:
         raise ConfigError(f"config: the model cannot be built: {error}") from None
 
@@ -84,8 +131,9 @@ def compile_model(model: Any, spec: Spec) -> Any:
         optimizer_class = with_layer_rates(optimizer_class)
     optimizer = optimizer_class(learning_rate=spec.train.learning_rate)
     for name, rate in rates.items():
-        variables = model.get_layer(name).trainable_variables
-        optimizer.scale_learning_rate(variables, rate / spec.train.learning_rate)
+        for network in members(model):
+            variables = network.get_layer(name).trainable_variables
+            optimizer.scale_learning_rate(variables, rate / spec.train.learning_rate)
     model.compile(
         optimizer=optimizer,
         loss={out.name: out.keras_loss() for out in spec.outputs},

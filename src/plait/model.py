@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -104,21 +105,56 @@ class Model:
 
     def _train(self, prepared: Prepared, epochs: int | None, callbacks: list[Any] | None,
                run: Run | None, carried: dict | None) -> Model:
-        from plait.backend import set_random_seed
-        from plait.distributed import is_chief, plan_for
-        from plait.graph import build, compile_model
-        from plait.training import Batches
+        from plait.distributed import plan_for
+        from plait.graph import compile_model, ensemble
 
         if not prepared.valid:
             self._check_needs_no_validation()
         train = self.spec.train
         self.states_ = prepared.states
-        set_random_seed(train.seed)
         plan = plan_for(train.distribution, train.batch_size)  # None: one device, as ever
+        if train.ensemble == 1:
+            self.keras_model_, self.history_ = self._train_network(
+                prepared, None, epochs, callbacks, plan, run, carried)
+        else:
+            done = (carried or {}).get("members", {})
+            trained = [self._train_network(prepared, index, epochs, callbacks, plan,
+                                           run and run.member(index), done.get(index))
+                       for index in range(train.ensemble)]
+            networks = [uncompiled(self.spec, self.states_, index, network)
+                        for index, (network, _) in enumerate(trained)]
+            self.keras_model_ = compile_model(ensemble(networks), self.spec)
+            self.history_ = {"members": [history for _, history in trained]}
+        self.distributed_ = plan.describe() if plan else None
+        self.data_report_ = prepared.report
+        self.metrics_ = {}
+        if prepared.valid:
+            self.states_, self.metrics_["validation"] = self.score_parts(prepared.valid, choose=True)
+        return self
+
+    def _train_network(self, prepared: Prepared, index: int | None, epochs: int | None,
+                       callbacks: list[Any] | None, plan: Any, run: Run | None,
+                       carried: dict | None) -> tuple[Any, dict]:
+        """Build and train the network, or member ``index`` of an ensemble (its own seed, batch
+        order and early stopping); a member finished before an interruption is loaded."""
+        from plait.backend import set_random_seed
+        from plait.distributed import is_chief
+        from plait.graph import build_member, compile_model
+        from plait.training import Batches
+
+        train = self.spec.train
+        seed = train.seed + (index or 0)
+        if index is not None and self.verbose != 0:
+            print(f"ensemble member {index + 1} of {train.ensemble} (seed {seed})", file=sys.stderr)
+        set_random_seed(seed)
         with plan.scope() if plan else contextlib.nullcontext():
-            self.keras_model_ = compile_model(build(self.spec, self.states_), self.spec)
+            self.keras_model_ = compile_model(build_member(self.spec, self.states_, index), self.spec)
+            if carried and carried.get("done"):
+                self.keras_model_.optimizer.build(self.keras_model_.trainable_variables)
+                self.keras_model_.load_weights(run.folder / DONE_WEIGHTS)
+                return self.keras_model_, carried["history"]
             first_epoch = run.restore(self.keras_model_, carried) if carried else 0
-            batches = Batches(prepared.train, train.batch_size, train.seed, epoch=first_epoch)
+            batches = Batches(prepared.train, train.batch_size, seed, epoch=first_epoch)
             validation = Batches(prepared.valid, train.batch_size, shuffle=False) if prepared.valid else None
             if plan:
                 plan.agree(first_epoch, "the epoch to resume from")
@@ -133,16 +169,13 @@ class Model:
                 initial_epoch=first_epoch, callbacks=own + list(callbacks or []), shuffle=False,
                 verbose=self.verbose,
             )
-        self.distributed_ = plan.describe() if plan else None
+        network = self.keras_model_
         if plan:
-            self.keras_model_ = plan.localized(
-                self.keras_model_, lambda: compile_model(build(self.spec, self.states_), self.spec))
-        self.history_ = recorder.history
-        self.data_report_ = prepared.report
-        self.metrics_ = {}
-        if prepared.valid:
-            self.states_, self.metrics_["validation"] = self.score_parts(prepared.valid, choose=True)
-        return self
+            network = plan.localized(network, lambda: compile_model(
+                build_member(self.spec, self.states_, index), self.spec))
+        if run is not None and index is not None and is_chief():
+            run.finish(network)
+        return network, recorder.history
 
     def _check_needs_no_validation(self) -> None:
         # Before training, not after it: the missing validation rows are known already.
@@ -392,8 +425,12 @@ class Model:
             raise PlaitError("this model is not trained yet: call fit(data) or plait.load(path)")
 
 
+DONE_WEIGHTS = "done.weights.h5"
+
+
 class Run:
-    """A checkpoint folder: what the run was started with, and how far it got."""
+    """A checkpoint folder: what the run was started with, and how far it got. An ensemble's
+    members each checkpoint into a folder of their own, ``member_<k>``, inside it."""
 
     def __init__(self, folder: Path, spec: Spec, sources: list[Source | None]) -> None:
         self.folder, self.spec = folder, spec
@@ -407,16 +444,45 @@ class Run:
         self.folder.mkdir(parents=True)
         write_json(self.folder / "run.json", {"fingerprint": self.fingerprint, "states": dump_states(states)})
 
+    def member(self, index: int) -> Run:
+        """Member ``index`` of an ensemble: its own checkpoint folder inside this one."""
+        from plait.graph import member_name
+
+        folder = self.folder / member_name(index)
+        if not folder.is_dir():
+            folder.mkdir(parents=True)
+        member = Run.__new__(Run)
+        member.folder, member.spec, member.fingerprint = folder, self.spec, self.fingerprint
+        return member
+
     def resume(self) -> dict | None:
-        """What the interrupted run left: states, history, epochs done; None if nothing."""
-        if not (self.folder / "progress.json").is_file():
+        """What the interrupted run left: states, history, epochs done (an ensemble's: those of
+        each member that began, under ``members``); None if nothing."""
+        from plait.graph import member_name
+
+        progress = self.progress(self.folder)
+        members = {index: found for index in range(self.spec.train.ensemble)
+                   if (found := self.progress(self.folder / member_name(index)))}
+        if progress is None and not members:
             return None
         started = read_json(self.folder / "run.json")
         if started["fingerprint"] != json.loads(json.dumps(self.fingerprint)):
             raise PlaitError(f"{self.folder}: this checkpoint was written for another config or "
                              "other data; remove it, or train without --resume")
         states = load_states(self.spec, started["states"], str(self.folder / "run.json"))
-        return {"states": states, **read_json(self.folder / "progress.json")}
+        return {"states": states, **(progress or {}), "members": members}
+
+    @staticmethod
+    def progress(folder: Path) -> dict | None:
+        if not (folder / "progress.json").is_file():
+            return None
+        return {**read_json(folder / "progress.json"), "done": (folder / DONE_WEIGHTS).is_file()}
+
+    def finish(self, network: Any) -> None:
+        """Mark this member trained: its final weights, which a resumed run loads."""
+        from plait.training import save_weights
+
+        save_weights(network, self.folder / DONE_WEIGHTS)
 
     def restore(self, model: Any, carried: dict) -> int:
         """Load the checkpointed weights, optimizer and random state; the epoch to continue
@@ -434,6 +500,16 @@ class Run:
         return int(carried["epoch"])
 
 
+def uncompiled(spec: Spec, states: States, index: int, trained: Any) -> Any:
+    """Member ``index`` rebuilt with ``trained``'s weights and no optimizer: a compiled network
+    inside another model would save its optimizer, which loading does not expect."""
+    from plait.graph import build_member
+
+    network = build_member(spec, states, index)
+    network.set_weights(trained.get_weights())
+    return network
+
+
 def placeholder_states(spec: Spec) -> States:
     states = {s.name: s.placeholder_state() for s in spec.inputs}
     states.update({out.name: out.placeholder_state() for out in spec.outputs})
@@ -448,18 +524,28 @@ def fitted_states(spec: Spec, data: Any) -> States:
 
 
 def describe_model(spec: Spec, model: Any) -> dict[str, dict]:
-    from plait.graph import layer_groups
+    """Per owner (input branch, merge node, head, output): its layers and parameters; an
+    ensemble's members' layers are all listed, as ``member_<k>/<layer>``, and the layers that
+    average the outputs under their outputs."""
+    from plait.graph import layer_groups, members
 
     kinds = {s.name: f"input {s.type}" for s in spec.inputs}
     kinds.update({n.name: f"merge {n.strategy}" for n in spec.merge_nodes})
     kinds.update({out.name: f"output {out.type}" for out in spec.outputs})
     kinds["head"] = "head"
-    summary = {}
-    for owner, layers in layer_groups(spec, model).items():
-        rows = [{"layer": layer.name, "class": type(layer).__name__,
-                 "shape": _shape(layer), "params": int(layer.count_params())} for layer in layers]
-        summary[owner] = {"kind": kinds[owner], "layers": rows,
-                          "params": sum(row["params"] for row in rows)}
+    networks = members(model)
+    grouped = [(f"{network.name}/" if len(networks) > 1 else "", layer_groups(spec, network))
+               for network in networks]
+    if len(networks) > 1:
+        grouped.append(("", {out.name: [model.get_layer(f"{out.name}_average")] for out in spec.outputs}))
+    summary: dict[str, dict] = {}
+    for prefix, groups in grouped:
+        for owner, layers in groups.items():
+            rows = [{"layer": prefix + layer.name, "class": type(layer).__name__,
+                     "shape": _shape(layer), "params": int(layer.count_params())} for layer in layers]
+            entry = summary.setdefault(owner, {"kind": kinds[owner], "layers": [], "params": 0})
+            entry["layers"] += rows
+            entry["params"] += sum(row["params"] for row in rows)
     return summary
 
 

@@ -34,12 +34,14 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def training_curves(history: dict[str, list[float]], outputs: list[str]) -> dict[str, bytes]:
+def training_curves(history: dict, outputs: list[str]) -> dict[str, bytes]:
     """``loss.png`` (total loss) and ``<output>_training.png`` (that output's loss and metrics),
-    training and validation per epoch."""
+    training and validation per epoch; an ensemble's history (``{"members": [...]}``) draws a
+    pair of lines per member."""
+    histories = history.get("members") or [history]
     plots = {}
     groups: dict[str, list[str]] = {"loss": ["loss"]}
-    for key in history:
+    for key in dict.fromkeys(key for member in histories for key in member):
         name = key.removeprefix("val_")
         owner = max((o for o in outputs if name.startswith(o + "_")), key=len, default=None)
         if owner is not None:
@@ -50,17 +52,20 @@ def training_curves(history: dict[str, list[float]], outputs: list[str]) -> dict
     for owner, metrics in groups.items():
         metrics.sort(key=lambda metric: metric != "loss")
         keys = metrics if owner == "loss" else [f"{owner}_{m}" for m in metrics]
-        keys = [k for k in keys if k in history or f"val_{k}" in history]
+        keys = [k for k in keys if any(k in member or f"val_{k}" in member for member in histories)]
         if not keys:
             continue
         figure = _figure(3.2 * len(keys), 2.8)
         for position, key in enumerate(keys, start=1):
             axes = figure.add_subplot(1, len(keys), position)
-            for prefix, colour, label in (("", MODEL, "training"), ("val_", VALIDATION, "validation")):
-                values = history.get(prefix + key)
-                if values:
-                    axes.plot(range(1, len(values) + 1), values, color=colour, label=label, marker=".")
-            axes.set_title(key, fontsize=10)
+            for number, member in enumerate(histories):
+                for prefix, colour, label in (("", MODEL, "training"), ("val_", VALIDATION, "validation")):
+                    values = member.get(prefix + key)
+                    if values:
+                        axes.plot(range(1, len(values) + 1), values, color=colour, marker=".",
+                                  alpha=1.0 if len(histories) == 1 else 0.75,
+                                  label=label if number == 0 else None)
+            axes.set_title(key if len(histories) == 1 else f"{key} ({len(histories)} members)", fontsize=10)
             axes.set_xlabel("epoch")
             axes.legend(fontsize=8)
         plots["loss.png" if owner == "loss" else f"{owner}_training.png"] = _png(figure)

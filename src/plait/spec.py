@@ -95,10 +95,15 @@ class Train(Strict):
     distribution: Distribution | None = None
     """Devices to train on, and large embedding tables split across them
     (``plait.distributed``); ``plait train --devices`` sets ``devices``."""
+    ensemble: int = Field(default=1, ge=1, le=32)
+    """How many copies of the network to train, one after another, each from its own random
+    start (seed ``seed + k``) with its own batch order and early stopping; the saved model
+    averages their outputs (probabilities, or values). A deep ensemble: it costs that many
+    times the training and prediction time, and usually predicts better than any member."""
 
     model_keys: ClassVar[frozenset[str]] = frozenset(
         {"epochs", "batch_size", "learning_rate", "optimizer", "early_stopping", "track", "precision",
-         "distribution"})
+         "distribution", "ensemble"})
     """Keys that change training but not the fitted preprocessing or the encoded data."""
 
     @field_validator("early_stopping", mode="before")
