@@ -117,11 +117,11 @@ def train(
 
     cluster = distributed.read_cluster(coordinator, num_processes, process_id, heartbeat_timeout)
     devices_wanted = distributed.devices_flag(devices)
-    from plait.model import Model
+    from plait.model import Model, checkpointed
     from plait.training import clear
 
     checkpoint = out.parent / f".{out.name}.checkpoint"
-    if resume and not (checkpoint / "progress.json").is_file() and not quiet:
+    if resume and not checkpointed(checkpoint) and not quiet:
         print(f"no checkpoint at {checkpoint}; starting from the first epoch", file=sys.stderr)
     model = Model(config, verbose=0 if quiet else (1 if sys.stdout.isatty() else 2))
     model.spec = distributed.from_command_line(model.spec, devices_wanted, cluster)

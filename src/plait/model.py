@@ -449,8 +449,7 @@ class Run:
         from plait.graph import member_name
 
         folder = self.folder / member_name(index)
-        if not folder.is_dir():
-            folder.mkdir(parents=True)
+        folder.mkdir(parents=True, exist_ok=True)
         member = Run.__new__(Run)
         member.folder, member.spec, member.fingerprint = folder, self.spec, self.fingerprint
         return member
@@ -498,6 +497,12 @@ class Run:
         for state, value in zip(seed_states(model), carried.get("seeds", []), strict=False):
             state.assign(np.asarray(value, dtype=state.dtype))
         return int(carried["epoch"])
+
+
+def checkpointed(folder: Path) -> bool:
+    """Whether a checkpoint folder holds a finished epoch to resume from (an ensemble's: in a
+    member's folder)."""
+    return (folder / "progress.json").is_file() or any(folder.glob("member_*/progress.json"))
 
 
 def uncompiled(spec: Spec, states: States, index: int, trained: Any) -> Any:

@@ -338,9 +338,11 @@ def _graph(spec: Any, description: dict[str, dict]) -> tuple[dict[str, dict], li
         units = " → ".join(str(u) for u in spec.head.layers) or "none"
         nodes["head"] = {"kind": "head", "column": last, "label": f"head\ndense {units}"}
         edges.append((main, "head"))
+    averaged = f"\nmean of {spec.train.ensemble} networks" if spec.train.ensemble > 1 else ""
     for out in spec.outputs:
         key = f"out:{out.name}"
-        nodes[key] = {"kind": "output", "column": last + 1, "label": f"{_short(out.name)}\n{out.type}"}
+        nodes[key] = {"kind": "output", "column": last + 1,
+                      "label": f"{_short(out.name)}\n{out.type}{averaged}"}
         edges.append(("head" if out.reads is None else where[out.reads], key))
     return nodes, edges
 

@@ -285,20 +285,27 @@ class Trials:
 
 class EpochReport(keras.callbacks.Callback):
     """The validation metric after each epoch, reported to the trial, which the pruner may
-    stop."""
+    stop. An ensemble's members train one after another, each scored alone; their epochs
+    are reported as consecutive steps."""
 
     def __init__(self, trial: Any, objective: Objective, optuna: Any) -> None:
         super().__init__()
         self.trial, self.objective, self.optuna = trial, objective, optuna
+        self.first_step = self.steps = 0
 
     def bind(self, model: Model, valid_parts: list) -> None:
         self.plait_model, self.valid_parts = model, valid_parts
 
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.first_step = self.steps
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         _, scores = self.plait_model.score_parts(self.valid_parts, choose=True)
         value = self.objective.read(scores)
+        step = self.first_step + epoch
+        self.steps = step + 1
         if math.isfinite(value):
-            self.trial.report(value, epoch)
+            self.trial.report(value, step)
         if self.trial.should_prune():
             raise self.optuna.TrialPruned(f"validation {self.objective} {value:.4f} after epoch {epoch + 1}")
 
