@@ -214,7 +214,12 @@ def _storage(optuna: Any, url: str, engine: dict, heartbeat: int) -> Any:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
                                               grace_period=3 * heartbeat)
-        except sqlalchemy.exc.IntegrityError:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+            # lost the race: another worker inserted the schema version, or created a table
+            # (SQLite: "table studies already exists") between this one's check and its CREATE
+            lost = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
+            if not lost:
+                raise PlaitError(f"--storage {url}: cannot open the study database: {error}") from None
             time.sleep(0.5 * (attempt + 1))
         except Exception as error:  # noqa: BLE001 - any other failure is the URL's, said once
             raise PlaitError(f"--storage {url}: cannot open the study database: {error}") from None
