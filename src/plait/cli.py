@@ -471,12 +471,28 @@ def show_description(summary: dict[str, dict]) -> None:
         table.add_column(heading, justify="right" if heading == "params" else "left")
     total = 0
     for owner, part in summary.items():
-        layers = " → ".join(row["class"] for row in part["layers"])
+        layers = layer_chain(part["layers"])
         shape = str(tuple(part["layers"][-1]["shape"])).replace("None", "batch")
         table.add_row(owner, part["kind"], layers, shape, f"{part['params']:,}")
         total += part["params"]
     table.add_row("total", "", "", "", f"{total:,}", style="bold")
     Console().print(table)
+
+
+def layer_chain(rows: list[dict]) -> str:
+    """The layers' classes in order; an ensemble's as one member's, times the members, then
+    the layers that average them.
+
+    >>> layer_chain([{"layer": "member_0/y", "class": "Dense"}, {"layer": "member_1/y", "class": "Dense"},
+    ...              {"layer": "y_average", "class": "Average"}])
+    '2 × (Dense) → Average'
+    """
+    members = {row["layer"].split("/")[0] for row in rows if "/" in row["layer"]}
+    if not members:
+        return " → ".join(row["class"] for row in rows)
+    own = " → ".join(row["class"] for row in rows if row["layer"].startswith(f"{min(members)}/"))
+    shared = [row["class"] for row in rows if "/" not in row["layer"]]
+    return " → ".join([f"{len(members)} × ({own})", *shared])
 
 
 def show_data_report(report: dict) -> None:
