@@ -38,8 +38,8 @@ def main() -> None:
         cache, times = Path(folder) / "cache", []
         for run in range(arguments.runs):
             out = Path(folder) / f"predictions-{run}.csv"
-            times.append(run_once(arguments.bundle, arguments.data, cache, out))
-            seconds = times[-1]
+            seconds = run_once(arguments.bundle, arguments.data, cache, out)
+            times.append(seconds)
             programs = len(list((cache / "xla").glob("*-cache")))
             print(f"run {run + 1}: {seconds:.1f} s, {programs} compiled programs in the cache")
     print(f"second / first: {times[1] / times[0]:.2f}")

@@ -105,10 +105,11 @@ class _Writer:
         self.last_use = self.uses(order)
         for name in self.public_names():
             self.claimed.add(_identifier(name))
-        if self.spec.train.ensemble > 1:
+        ensemble = self.spec.train.ensemble > 1
+        if ensemble:
             self.width = WIDTH - 4
         body = [line for owner_layers in order for line in self.section(*owner_layers)]
-        if self.spec.train.ensemble > 1:
+        if ensemble:
             body = self.member_function(body) + self.ensemble_footer(weights)
         else:
             body += self.footer(weights)

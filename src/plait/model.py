@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -448,10 +449,9 @@ class Run:
         """Member ``index`` of an ensemble: its own checkpoint folder inside this one."""
         from plait.graph import member_name
 
-        folder = self.folder / member_name(index)
-        folder.mkdir(parents=True, exist_ok=True)
-        member = Run.__new__(Run)
-        member.folder, member.spec, member.fingerprint = folder, self.spec, self.fingerprint
+        member = copy.copy(self)
+        member.folder = self.folder / member_name(index)
+        member.folder.mkdir(parents=True, exist_ok=True)
         return member
 
     def resume(self) -> dict | None:
@@ -459,11 +459,11 @@ class Run:
         each member that began, under ``members``); None if nothing."""
         from plait.graph import member_name
 
+        if not checkpointed(self.folder):
+            return None
         progress = self.progress(self.folder)
         members = {index: found for index in range(self.spec.train.ensemble)
                    if (found := self.progress(self.folder / member_name(index)))}
-        if progress is None and not members:
-            return None
         started = read_json(self.folder / "run.json")
         if started["fingerprint"] != json.loads(json.dumps(self.fingerprint)):
             raise PlaitError(f"{self.folder}: this checkpoint was written for another config or "

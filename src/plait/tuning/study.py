@@ -214,15 +214,14 @@ def _storage(optuna: Any, url: str, engine: dict, heartbeat: int) -> Any:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat,
                                               grace_period=3 * heartbeat)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+        except Exception as error:  # noqa: BLE001 - any failure but a lost race is the URL's, said once
             # lost the race: another worker inserted the schema version, or created a table
             # (SQLite: "table studies already exists") between this one's check and its CREATE
-            lost = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
+            lost = isinstance(error, sqlalchemy.exc.IntegrityError) or (
+                isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" in str(error))
             if not lost:
                 raise PlaitError(f"--storage {url}: cannot open the study database: {error}") from None
             time.sleep(0.5 * (attempt + 1))
-        except Exception as error:  # noqa: BLE001 - any other failure is the URL's, said once
-            raise PlaitError(f"--storage {url}: cannot open the study database: {error}") from None
     raise PlaitError(f"--storage {url}: the study database's tables could not be created")
 
 
@@ -296,19 +295,19 @@ class EpochReport(keras.callbacks.Callback):
     def __init__(self, trial: Any, objective: Objective, optuna: Any) -> None:
         super().__init__()
         self.trial, self.objective, self.optuna = trial, objective, optuna
-        self.first_step = self.steps = 0
+        self.first_step = self.next_step = 0
 
     def bind(self, model: Model, valid_parts: list) -> None:
         self.plait_model, self.valid_parts = model, valid_parts
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self.first_step = self.steps
+        self.first_step = self.next_step
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         _, scores = self.plait_model.score_parts(self.valid_parts, choose=True)
         value = self.objective.read(scores)
         step = self.first_step + epoch
-        self.steps = step + 1
+        self.next_step = step + 1
         if math.isfinite(value):
             self.trial.report(value, step)
         if self.trial.should_prune():
